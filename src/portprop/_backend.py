@@ -110,6 +110,12 @@ class Backend:
     def __hash__(self) -> int:
         return hash(("portprop.Backend", self.name))
 
+    def __copy__(self) -> Backend:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Backend:
+        return self  # immutable, and it holds a module, which cannot be copied
+
     # ---- dtypes ---------------------------------------------------------------------
 
     def float_dtype(self, dtype: Any = None) -> Any:
