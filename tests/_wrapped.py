@@ -191,7 +191,7 @@ tanh = _unary(np.tanh)
 exp = _unary(np.exp)
 log = _unary(np.log)
 log1p = _unary(np.log1p)
-abs = _unary(np.abs)  # noqa: A001 - the standard's name
+abs = _unary(np.abs)
 
 
 def _reduction(fn: Any) -> Any:
@@ -201,9 +201,9 @@ def _reduction(fn: Any) -> Any:
     return reduce
 
 
-sum = _reduction(np.sum)  # noqa: A001
-max = _reduction(np.max)  # noqa: A001
-min = _reduction(np.min)  # noqa: A001
+sum = _reduction(np.sum)
+max = _reduction(np.max)
+min = _reduction(np.min)
 mean = _reduction(np.mean)
 
 

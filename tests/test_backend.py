@@ -176,7 +176,7 @@ def test_two_devices_in_one_call_name_both():
 
     a = xs.zeros((2, 2), dtype=xs.float32, device=xs.Device("device1"))
     b = xs.zeros((2, 2), dtype=xs.float32, device=xs.Device("device2"))
-    with pytest.raises(pp.MixedDeviceError, match="device1.*device2"):
+    with pytest.raises(pp.MixedDeviceError, match=r"device1.*device2"):
         pp.MSELoss().forward(a, b)
 
 
@@ -316,3 +316,14 @@ def test_registered_backend_trains_and_reports(wrapped):
     assert pp.backend_of(X) == wrapped
     # and the gradients are right
     pp.gradcheck(model, pp.CrossEntropyLoss(), X[:5, ...], y[:5, ...])
+
+
+def test_get_backend_takes_names_by_keyword_only():
+    with pytest.raises(TypeError, match="backend='array_api_strict'"):
+        pp.get_backend("array_api_strict")
+
+
+def test_registered_backend_devices_are_selected_by_label(wrapped):
+    assert pp.get_backend(backend="wrapped:wrapped_cpu") == wrapped
+    with pytest.raises(pp.UnknownBackendError, match="gpu7"):
+        pp.get_backend(backend="wrapped:gpu7")

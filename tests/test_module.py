@@ -265,3 +265,9 @@ def test_repr_shows_the_layers():
     text = repr(_net("numpy"))
     assert "(0): Linear(3, 4" in text
     assert "(1): ReLU()" in text
+
+
+def test_to_with_a_device_alone_keeps_the_library():
+    model = _net("array_api_strict")
+    model.to(device="device1")
+    assert model.backend.name == "array_api_strict:device1"

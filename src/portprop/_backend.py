@@ -404,9 +404,8 @@ def _build_torch(spec: str | None) -> Backend:
 
 
 def _torch_from_device(device: Any) -> Backend:
-    import torch  # noqa: PLC0415
-
     import array_api_compat.torch as xp  # noqa: PLC0415
+    import torch  # noqa: PLC0415
 
     device = torch.device(device)
     if device.type == "cuda":
@@ -479,9 +478,8 @@ def _build_cupy(spec: str | None) -> Backend:
 
 
 def _cupy_from_device(device: Any) -> Backend:
-    import cupy  # noqa: PLC0415
-
     import array_api_compat.cupy as xp  # noqa: PLC0415
+    import cupy  # noqa: PLC0415
 
     return Backend(
         name=f"cupy:{device.id}",
@@ -549,7 +547,7 @@ def _build_strict(spec: str | None) -> Backend:
     try:
         device = xp.Device(spec or "CPU_DEVICE")
     except ValueError:
-        names = ", ".join(repr(d._device) for d in xp.__array_namespace_info__().devices())  # noqa: SLF001
+        names = ", ".join(repr(d._device) for d in xp.__array_namespace_info__().devices())
         msg = f"'array_api_strict:{spec}' does not name a test device; they are {names}"
         raise UnknownBackendError(msg) from None
     return _strict_from_device(device)
@@ -558,7 +556,7 @@ def _build_strict(spec: str | None) -> Backend:
 def _strict_from_device(device: Any) -> Backend:
     import array_api_strict as xp  # noqa: PLC0415
 
-    label = str(device._device)  # noqa: SLF001 - array-api-strict has no public device name
+    label = str(device._device)
     name = "array_api_strict" if label == "CPU_DEVICE" else f"array_api_strict:{label}"
     return Backend(
         name=name,
@@ -574,7 +572,7 @@ def _strict_from_device(device: Any) -> Backend:
 def _strict_devices() -> list[str]:
     import array_api_strict as xp  # noqa: PLC0415
 
-    return [str(d._device) for d in xp.__array_namespace_info__().devices()]  # noqa: SLF001
+    return [str(d._device) for d in xp.__array_namespace_info__().devices()]
 
 
 _REGISTRY: dict[str, _Library] = {}
@@ -687,7 +685,7 @@ def register_backend(
         if spec is None:
             return from_device(info.default_device())
         for device in info.devices():
-            if str(device) == spec:
+            if spec in (str(device), _device_label(device)):
                 return from_device(device)
         labels = ", ".join(repr(str(d)) for d in info.devices())
         msg = f"{name}:{spec} does not name a device of backend {name!r}; it has {labels}"
@@ -746,7 +744,7 @@ def _by_name(name: str) -> Backend:
     return backend
 
 
-def _coerce(backend: Backend | str) -> Backend:
+def _coerce(backend: object) -> Backend:
     if isinstance(backend, Backend):
         return backend
     if isinstance(backend, str):
@@ -873,6 +871,10 @@ def get_backend(*arrays: Any, backend: Backend | str | None = None) -> Backend:
     """
     if backend is not None:
         return _coerce(backend)
+    for a in arrays:
+        if isinstance(a, str | Backend):
+            msg = f"get_backend() takes arrays positionally; pass a name as backend={a!r}"
+            raise TypeError(msg)
     present = [a for a in arrays if a is not None and _is_array(a)]
     if present:
         return backend_of(*present)

@@ -8,17 +8,17 @@ written for a batch: rows are samples, so the lecture's column vectors
 Each function takes the array namespace ``xp`` first when it needs one; arrays are
 never created here without ``dtype=`` and ``device=`` taken from an input.
 
-========================================  ===========================================
-lecture                                   function
-========================================  ===========================================
-:math:`s = w x + b`                       :func:`linear`
-:math:`\partial\ell/\partial w = (\partial\ell/\partial s)\, x^T`  :func:`weight_gradient`
-:math:`\partial\ell/\partial b = \partial\ell/\partial s`  :func:`bias_gradient`
-:math:`\partial\ell/\partial x = w^T\,\partial\ell/\partial s`  :func:`input_gradient`
+==========================================================================  =========================
+lecture                                                                     function
+==========================================================================  =========================
+:math:`s = w x + b`                                                         :func:`linear`
+:math:`\partial\ell/\partial w = (\partial\ell/\partial s)\, x^T`           :func:`weight_gradient`
+:math:`\partial\ell/\partial b = \partial\ell/\partial s`                   :func:`bias_gradient`
+:math:`\partial\ell/\partial x = w^T\,\partial\ell/\partial s`              :func:`input_gradient`
 :math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \sigma'(s)`  ``*_backward``
-:math:`\nabla_1 \ell`                     ``*_loss_gradient``
-:math:`w \leftarrow w - \eta\,\partial\ell/\partial w`  :meth:`portprop.SGD.step`
-========================================  ===========================================
+:math:`\nabla_1 \ell`                                                       ``*_loss_gradient``
+:math:`w \leftarrow w - \eta\,\partial\ell/\partial w`                      :meth:`portprop.SGD.step`
+==========================================================================  =========================
 """
 
 from __future__ import annotations

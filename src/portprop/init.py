@@ -4,16 +4,16 @@ Weights are drawn on the host, in float64, from a NumPy random generator, then c
 the model's dtype and moved to its backend, so that one seed gives bit-identical initial
 weights on every backend and device.
 
-=================  ===========================================  ==============
-scheme             weight                                       bias
-=================  ===========================================  ==============
-``"default"``      U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as       same as weight
-                   ``torch.nn.Linear``
+====================  ==========================================  ==============
+scheme                weight                                      bias
+====================  ==========================================  ==============
+``"default"``         U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as      same as weight
+                      ``torch.nn.Linear``
 ``"xavier_uniform"``  U(-a, a), a = sqrt(6 / (fan_in + fan_out))  zeros
 ``"xavier_normal"``   N(0, 2 / (fan_in + fan_out))                zeros
 ``"he_uniform"``      U(-a, a), a = sqrt(6 / fan_in)              zeros
 ``"he_normal"``       N(0, 2 / fan_in)                            zeros
-=================  ===========================================  ==============
+====================  ==========================================  ==============
 
 Glorot and Bengio (2010) derive the Xavier schemes; He et al. (2015) the He schemes,
 which suit ReLU networks.

@@ -63,7 +63,7 @@ class Loss:
     def _scale(self, count: int) -> float:
         return 1.0 / count if self.reduction == "mean" else 1.0
 
-    def _check_target(self, xp: Any, pred: Array, target: Array) -> None:
+    def _check_target(self, xp: Any, pred: Array, target: Array) -> None:  # noqa: ARG002
         """Targets of the same shape and dtype as ``pred`` (overridden by cross-entropy)."""
         if tuple(target.shape) != tuple(pred.shape):
             msg = (
@@ -75,7 +75,8 @@ class Loss:
             msg = (
                 f"target must have pred's dtype {dtype_name(pred.dtype)}, got "
                 f"{dtype_name(target.dtype)}; convert it with "
-                f"portprop.asarray(target, dtype={dtype_name(pred.dtype)!r})"
+                f"portprop.asarray(target, dtype={dtype_name(pred.dtype)!r}, "
+                f"backend={backend_of(pred).name!r})"
             )
             raise TypeError(msg)
 

@@ -100,7 +100,8 @@ class Module:
             msg = (
                 f"{argname} has dtype {dtype_name(X.dtype)} but the model computes in "
                 f"{dtype_name(self.dtype)}; convert it with "
-                f"portprop.asarray({argname}, dtype={dtype_name(self.dtype)!r})"
+                f"portprop.asarray({argname}, dtype={dtype_name(self.dtype)!r}, "
+                f"backend={self.backend.name!r})"
             )
             raise TypeError(msg)
 
@@ -131,7 +132,7 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def train(self, mode: bool = True) -> Module:  # noqa: FBT001, FBT002 - torch's signature
+    def train(self, mode: bool = True) -> Module:
         """Set training mode (and return self)."""
         self.training = mode
         for _, child in self.named_children():
@@ -152,7 +153,7 @@ class Module:
 
         Accumulated gradients and what the last forward kept are dropped.
         """
-        if backend is None and device is None:
+        if backend is None:  # a device alone stays within the model's library
             backend = self.backend
         target, target_dtype = resolve(backend, device, self.dtype if dtype is None else dtype)
         moved = {
@@ -164,7 +165,7 @@ class Module:
             p.grad = None
         for module in self.modules():
             module.backend, module.dtype = target, target_dtype
-            module._clear_cache()  # noqa: SLF001
+            module._clear_cache()
         return self
 
     def modules(self) -> Iterator[Module]:
@@ -267,20 +268,20 @@ class Sequential(Module):
 
     def _check_input(self, X: Array, argname: str) -> None:
         if argname == "X":  # the first layer also checks the number of features
-            self.layers[0]._check_input(X, argname)  # noqa: SLF001
+            self.layers[0]._check_input(X, argname)
         else:
             super()._check_input(X, argname)
 
     def _forward(self, X: Array) -> Array:
         for layer in self.layers:
-            X = layer._forward(X)  # noqa: SLF001
+            X = layer._forward(X)
         return X
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:
         stop = 0 if input_grad else self._first_with_params
         grad: Array | None = dl_dy
         for i in range(len(self.layers) - 1, stop - 1, -1):
-            grad = self.layers[i]._backward(grad, input_grad or i > stop)  # noqa: SLF001
+            grad = self.layers[i]._backward(grad, input_grad or i > stop)
         return grad if input_grad else None
 
     def extra_repr(self) -> str:

@@ -91,7 +91,7 @@ class SGD(Optimizer):
         params: Iterable[Parameter],
         lr: float,
         momentum: float = 0.0,
-        nesterov: bool = False,  # noqa: FBT001, FBT002 - torch's signature
+        nesterov: bool = False,
         weight_decay: float = 0.0,
         dampening: float = 0.0,
     ) -> None:
