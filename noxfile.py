@@ -37,7 +37,9 @@ def _has_cuda() -> bool:
 def _run_tests(session: nox.Session, name: str) -> None:
     extra, selected = BACKEND_SESSIONS[name]
     if name == "cupy" and not _has_cuda():
-        session.skip("no CUDA device here (nvidia-smi not found): the cupy session needs an NVIDIA GPU")
+        session.skip(
+            "no CUDA device here (nvidia-smi not found): the cupy session needs an NVIDIA GPU"
+        )
     # torch is installed in every session: the agreement tests compare against torch.autograd.
     extras = ",".join(e for e in (extra, "torch") if e)
     session.install("-e", f".[{extras}]", *TEST_DEPS)
@@ -98,6 +100,4 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the docs with warnings as errors."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
-    session.run(
-        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
-    )
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")

@@ -1,8 +1,8 @@
 """Train the lecture's MLP on the disk problem and print the train and test error.
 
-    python examples/train_disk.py                       # NumPy
-    PORTPROP_BACKEND=torch python examples/train_disk.py
-    PORTPROP_BACKEND=jax python examples/train_disk.py
+python examples/train_disk.py                       # NumPy
+PORTPROP_BACKEND=torch python examples/train_disk.py
+PORTPROP_BACKEND=jax python examples/train_disk.py
 """
 
 from __future__ import annotations
@@ -30,15 +30,20 @@ def main() -> None:
     X_train, y_train = pp.datasets.make_disk(1000)
     X_test, y_test = pp.datasets.make_disk(1000)
     model = pp.Sequential(
-        pp.Linear(2, 25), pp.ReLU(),
-        pp.Linear(25, 25), pp.ReLU(),
-        pp.Linear(25, 25), pp.ReLU(),
+        pp.Linear(2, 25),
+        pp.ReLU(),
+        pp.Linear(25, 25),
+        pp.ReLU(),
+        pp.Linear(25, 25),
+        pp.ReLU(),
         pp.Linear(25, 2),
     )
     xp = model.backend.xp
     if args.loss == "mse":
         loss: pp.Loss = pp.MSELoss()
-        targets = xp.astype(y_train[:, None] == xp.arange(2, device=model.backend.device), model.dtype)
+        targets = xp.astype(
+            y_train[:, None] == xp.arange(2, device=model.backend.device), model.dtype
+        )
     else:
         loss = pp.CrossEntropyLoss()
         targets = y_train
@@ -54,7 +59,9 @@ def main() -> None:
             model.backward(loss.backward(), input_grad=False)
             opt.step()
     elapsed = time.perf_counter() - start
-    print(f"backend {model.backend.name}, loss {args.loss}, {args.epochs} epochs in {elapsed:.1f} s")
+    print(
+        f"backend {model.backend.name}, loss {args.loss}, {args.epochs} epochs in {elapsed:.1f} s"
+    )
     print(f"train error {100 * error_rate(model, X_train, y_train):.1f}%")
     print(f"test error  {100 * error_rate(model, X_test, y_test):.1f}%")
 

@@ -137,7 +137,11 @@ def __array_namespace_info__() -> _Info:
 
 
 def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: Any = None) -> WArray:
-    a = np.array(_unwrap(obj), dtype=dtype, copy=True) if copy else np.asarray(_unwrap(obj), dtype=dtype)
+    a = (
+        np.array(_unwrap(obj), dtype=dtype, copy=True)
+        if copy
+        else np.asarray(_unwrap(obj), dtype=dtype)
+    )
     return WArray(a)
 
 
@@ -170,9 +174,11 @@ def reshape(x: WArray, shape: Any, /, *, copy: Any = None) -> WArray:
 
 
 def where(cond: WArray, x1: Any, x2: Any, /) -> WArray:
-    return _wrap(np.where(_unwrap(cond), _unwrap(x1), _unwrap(x2)).astype(
-        (x1 if isinstance(x1, WArray) else x2).dtype, copy=False
-    ))
+    return _wrap(
+        np.where(_unwrap(cond), _unwrap(x1), _unwrap(x2)).astype(
+            (x1 if isinstance(x1, WArray) else x2).dtype, copy=False
+        )
+    )
 
 
 def isdtype(dtype: Any, kind: str) -> bool:

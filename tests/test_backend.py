@@ -165,7 +165,9 @@ def test_two_libraries_in_one_call_name_both():
 
     a = np.zeros((2, 2), dtype=np.float32)
     b = xs.zeros((2, 2), dtype=xs.float32)
-    with pytest.raises(pp.MixedBackendError, match="pred is a numpy array but target is a array_api_strict array"):
+    with pytest.raises(
+        pp.MixedBackendError, match="pred is a numpy array but target is a array_api_strict array"
+    ):
         pp.MSELoss().forward(a, b)
     with pytest.raises(TypeError):  # MixedBackendError is a TypeError
         pp.backend_of(a, b)
@@ -295,7 +297,9 @@ def test_registered_backend_trains_and_reports(wrapped):
     assert "wrapped" in [s.name for s in pp.backends() if s.available]
     pp.manual_seed(0)
     model = pp.Sequential(
-        pp.Linear(2, 8, backend="wrapped"), pp.Tanh(backend="wrapped"), pp.Linear(8, 2, backend="wrapped")
+        pp.Linear(2, 8, backend="wrapped"),
+        pp.Tanh(backend="wrapped"),
+        pp.Linear(8, 2, backend="wrapped"),
     )
     X, y = pp.datasets.make_disk(64, seed=1, backend="wrapped")
     assert isinstance(X, _wrapped.WArray)

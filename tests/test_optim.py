@@ -23,7 +23,9 @@ def _param(backend, values, dtype="float64"):
     return pp.Parameter(backend.from_host(np.asarray(values, dtype=np.float64), dtype))
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "plain")
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "plain"
+)
 def test_sgd_matches_torch(backend64, options):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
@@ -62,12 +64,23 @@ def test_float32_never_drifts_to_float64(backend):
     """NumPy 2 promotes float32 arrays combined with NumPy float64 scalars; portprop keeps
     every hyperparameter a Python float."""
     pp.manual_seed(0)
-    model = pp.Sequential(pp.Linear(2, 4, backend=backend), pp.Tanh(backend=backend), pp.Linear(4, 2, backend=backend))
-    opt = pp.SGD(model.parameters(), lr=np.float64(0.1), momentum=np.float64(0.9), weight_decay=np.float64(1e-4))
+    model = pp.Sequential(
+        pp.Linear(2, 4, backend=backend), pp.Tanh(backend=backend), pp.Linear(4, 2, backend=backend)
+    )
+    opt = pp.SGD(
+        model.parameters(),
+        lr=np.float64(0.1),
+        momentum=np.float64(0.9),
+        weight_decay=np.float64(1e-4),
+    )
     X, y = pp.datasets.make_disk(8, seed=0, backend=backend)
     f32 = backend.float_dtype("float32")
     for loss in (pp.CrossEntropyLoss(), pp.MSELoss(), pp.BCEWithLogitsLoss()):
-        target = y if isinstance(loss, pp.CrossEntropyLoss) else pp.functional.one_hot(backend.xp, y, 2, f32)
+        target = (
+            y
+            if isinstance(loss, pp.CrossEntropyLoss)
+            else pp.functional.one_hot(backend.xp, y, 2, f32)
+        )
         for _ in range(3):
             value = loss.forward(model.forward(X), target)
             assert value.dtype == f32

@@ -47,7 +47,9 @@ def _error_rate(model, X, y) -> float:
     ("loss_name", "activation", "lr", "epochs"),
     [("cross_entropy", pp.ReLU, 0.1, 50), ("mse", pp.Tanh, 0.2, 60)],
 )
-def test_disk_problem_reaches_under_5_percent_test_error(backend, loss_name, activation, lr, epochs):
+def test_disk_problem_reaches_under_5_percent_test_error(
+    backend, loss_name, activation, lr, epochs
+):
     pp.manual_seed(0)
     X_train, y_train = pp.datasets.make_disk(1000, backend=backend)
     X_test, y_test = pp.datasets.make_disk(1000, backend=backend)

@@ -511,7 +511,9 @@ def _build_jax(spec: str | None) -> Backend:
     try:
         return _jax_from_device(devices[int(spec)])
     except (ValueError, IndexError):
-        msg = f"'jax:{spec}' does not name a JAX device: expected 'jax:<index>' below {len(devices)}"
+        msg = (
+            f"'jax:{spec}' does not name a JAX device: expected 'jax:<index>' below {len(devices)}"
+        )
         raise UnknownBackendError(msg) from None
 
 

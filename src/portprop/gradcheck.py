@@ -152,7 +152,18 @@ def gradcheck(
 
         rows.append(
             _check_tensor(
-                name, base, p.grad, set_param, loss_at, backend, mode, directions, seed, eps, atol, rtol
+                name,
+                base,
+                p.grad,
+                set_param,
+                loss_at,
+                backend,
+                mode,
+                directions,
+                seed,
+                eps,
+                atol,
+                rtol,
             )
         )
         p.data = base

@@ -82,10 +82,7 @@ class Linear(Module):
                 if X.ndim == 1
                 else ""
             )
-            msg = (
-                f"{argname} must be 2-D (batch, {expected}) but has shape "
-                f"{tuple(X.shape)}.{hint}"
-            )
+            msg = f"{argname} must be 2-D (batch, {expected}) but has shape {tuple(X.shape)}.{hint}"
             raise ValueError(msg)
         if X.shape[1] != expected:
             what = "features" if argname == "X" else "columns"

@@ -67,8 +67,7 @@ class Loss:
         """Targets of the same shape and dtype as ``pred`` (overridden by cross-entropy)."""
         if tuple(target.shape) != tuple(pred.shape):
             msg = (
-                f"target must have the shape of pred {tuple(pred.shape)}, "
-                f"got {tuple(target.shape)}"
+                f"target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}"
             )
             raise ValueError(msg)
         if target.dtype != pred.dtype:

@@ -148,7 +148,9 @@ class Module:
 
     # ---- moving and saving ----------------------------------------------------------
 
-    def to(self, backend: Backend | str | None = None, *, device: Any = None, dtype: Any = None) -> Module:
+    def to(
+        self, backend: Backend | str | None = None, *, device: Any = None, dtype: Any = None
+    ) -> Module:
         """Move every parameter to another backend, device or dtype, in place; returns self.
 
         Accumulated gradients and what the last forward kept are dropped.

@@ -148,5 +148,3 @@ class SGD(Optimizer):
             f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
             f"weight_decay={self.weight_decay}, dampening={self.dampening})"
         )
-
-
