@@ -331,3 +331,15 @@ def test_registered_backend_devices_are_selected_by_label(wrapped):
     assert pp.get_backend(backend="wrapped:wrapped_cpu") == wrapped
     with pytest.raises(pp.UnknownBackendError, match="gpu7"):
         pp.get_backend(backend="wrapped:gpu7")
+
+
+def test_asarray_casts_on_the_host_for_a_device_without_float64():
+    x = pp.asarray(np.zeros((2, 3)), dtype="float32", backend="array_api_strict:no_float64")
+    assert x.dtype == pp.get_backend(backend="array_api_strict:no_float64").float_dtype("float32")
+
+
+def test_to_host_never_shares_memory(backend):
+    layer = pp.Linear(2, 2, seed=0, backend=backend)
+    host = backend.to_host(layer.weight.data)
+    host[...] = 0
+    assert np.any(backend.to_host(layer.weight.data) != 0)

@@ -191,9 +191,16 @@ class Backend:
         if self.owns(x):
             y = x
         elif _is_array(x):
-            y = self._import_array(x)
+            if dtype_name(x.dtype) in _FLOAT_NAMES and not self.supports(x.dtype):
+                # e.g. float64 data for a device without float64: cast on the host first
+                host = _array_to_host(x).astype(dtype_name(target or "float32"))
+                with self.scope():
+                    y = xp.asarray(host, device=self.device)
+            else:
+                y = self._import_array(x)
         else:
-            y = xp.asarray(x, device=self.device)
+            with self.scope():
+                y = xp.asarray(x, dtype=target, device=self.device)
         if target is not None and y.dtype != target:
             return xp.astype(y, target)
         if copy:
@@ -210,8 +217,9 @@ class Backend:
             return self.xp.asarray(host, dtype=target, device=self.device, copy=True)
 
     def to_host(self, x: Array) -> Any:
-        """A NumPy copy of ``x`` (for reporting, checkpoints and interoperability)."""
-        return _array_to_host(x)
+        """A NumPy copy of ``x`` (for reporting, checkpoints and interoperability); it
+        never shares memory with ``x``."""
+        return np.array(_array_to_host(x), copy=True)
 
     def _import_array(self, x: Any) -> Array:
         xp = self.xp

@@ -149,8 +149,10 @@ class BCEWithLogitsLoss(Loss):
 
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
         self._c = self._scale(pred.shape[0] * pred.shape[1])
-        self._xp, self._pred, self._target = xp, pred, target
+        self._pred, self._target = pred, target
         return F.bce_with_logits_loss(xp, pred, target, self._c)
 
     def _backward(self) -> Array:
-        return F.bce_with_logits_loss_gradient(self._xp, self._pred, self._target, self._c)
+        assert self._backend is not None  # noqa: S101 - checked by backward()
+        xp = self._backend.xp
+        return F.bce_with_logits_loss_gradient(xp, self._pred, self._target, self._c)
