@@ -153,6 +153,6 @@ class BCEWithLogitsLoss(Loss):
         return F.bce_with_logits_loss(xp, pred, target, self._c)
 
     def _backward(self) -> Array:
-        assert self._backend is not None  # noqa: S101 - checked by backward()
+        assert self._backend is not None
         xp = self._backend.xp
         return F.bce_with_logits_loss_gradient(xp, self._pred, self._target, self._c)
