@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from portprop import datasets, functional, init
+from portprop import checkpoint, datasets, functional, init
 from portprop._backend import (
     ENV_VAR,
     Backend,
@@ -28,36 +28,57 @@ from portprop._backend import (
     unregister_backend,
     use_backend,
 )
+from portprop.checkpoint import Checkpoint, load, load_into, restore_rng, save
 from portprop.errors import (
     BackendUnavailableError,
+    CheckpointError,
     DtypeUnsupportedError,
     GradcheckError,
     MixedBackendError,
     MixedDeviceError,
     PortpropError,
     StateDictError,
+    TrainingDivergedError,
     UnknownBackendError,
 )
 from portprop.gradcheck import GradcheckResult, GradcheckRow, gradcheck
-from portprop.layers import Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from portprop.layers import Dropout, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from portprop.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from portprop.module import Module, Parameter, Sequential
-from portprop.optim import SGD, Optimizer
+from portprop.optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm_
+from portprop.schedules import (
+    CosineWithWarmup,
+    ExponentialLR,
+    ReduceLROnPlateau,
+    Schedule,
+    StepLR,
+)
+from portprop.training import Callback, EarlyStopping, History, evaluate, fit, predict
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ENV_VAR",
     "SGD",
+    "Adam",
+    "AdamW",
     "BCEWithLogitsLoss",
     "Backend",
     "BackendStatus",
     "BackendUnavailableError",
+    "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "CosineWithWarmup",
     "CrossEntropyLoss",
+    "Dropout",
     "DtypeUnsupportedError",
+    "EarlyStopping",
+    "ExponentialLR",
     "GradcheckError",
     "GradcheckResult",
     "GradcheckRow",
+    "History",
     "Identity",
     "LeakyReLU",
     "Linear",
@@ -69,27 +90,41 @@ __all__ = [
     "Optimizer",
     "Parameter",
     "PortpropError",
+    "RMSprop",
     "ReLU",
+    "ReduceLROnPlateau",
+    "Schedule",
     "Sequential",
     "Sigmoid",
     "StateDictError",
+    "StepLR",
     "Tanh",
+    "TrainingDivergedError",
     "UnknownBackendError",
     "__version__",
     "asarray",
     "backend_of",
     "backends",
+    "checkpoint",
+    "clip_grad_norm_",
     "current_backend",
     "datasets",
     "describe_backends",
+    "evaluate",
+    "fit",
     "functional",
     "get_backend",
     "gradcheck",
     "host_generator",
     "init",
+    "load",
+    "load_into",
     "manual_seed",
+    "predict",
     "register_backend",
     "registered_backends",
+    "restore_rng",
+    "save",
     "unregister_backend",
     "use_backend",
 ]

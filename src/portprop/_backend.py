@@ -38,6 +38,7 @@ from portprop.errors import (
 __all__ = [
     "ENV_VAR",
     "Backend",
+    "BackendGenerator",
     "BackendStatus",
     "asarray",
     "backend_of",
@@ -98,6 +99,7 @@ class Backend:
     )
     _to_host: Callable[[Array], Any] | None = field(repr=False, default=None)
     _float64_hint: str = field(repr=False, default="")
+    _generator: Callable[[Backend, int], BackendGenerator] | None = field(repr=False, default=None)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -273,6 +275,21 @@ class Backend:
             return y
         return y + alpha * x
 
+    # ---- random numbers -------------------------------------------------------------
+
+    def generator(self, seed: int | None = None) -> BackendGenerator:
+        """A new random generator that draws with this library's own generator, on this
+        backend's device (see :class:`BackendGenerator`).
+
+        Parameters
+        ----------
+        seed : int, optional
+            In ``[0, 2**63)``.  ``None`` draws one from the global host generator, so
+            that :func:`manual_seed` makes the result reproducible.
+        """
+        make = _HostGenerator if self._generator is None else self._generator
+        return make(self, _generator_seed(seed))
+
 
 def dtype_name(dtype: Any) -> str:
     """The standard name (``"float32"``) of a dtype of any library, or of a name."""
@@ -444,6 +461,7 @@ def _torch_from_device(device: Any) -> Backend:
         _array_types=(torch.Tensor,),
         _float_dtypes=_float_dtypes(xp, device),
         _add_scaled=_torch_add_scaled,
+        _generator=_TorchGenerator,
     )
 
 
@@ -502,6 +520,7 @@ def _cupy_from_device(device: Any) -> Backend:
         # array-api-compat's CuPy creation functions ignore ``device=`` and use the
         # current device, so every call of a model runs inside the device's context.
         _scope=lambda: cupy.cuda.Device(device.id),
+        _generator=_CupyGenerator,
     )
 
 
@@ -543,6 +562,7 @@ def _jax_from_device(device: Any) -> Backend:
             "JAX keeps float64 off by default: set JAX_ENABLE_X64=1 in the environment, or call "
             "jax.config.update('jax_enable_x64', True) before creating arrays."
         ),
+        _generator=_JaxGenerator,
     )
 
 
@@ -999,3 +1019,221 @@ def host_generator(seed: int | None = None) -> np.random.Generator:
         msg = f"seed must be an int, got {seed!r}"
         raise TypeError(msg)
     return np.random.default_rng(int(seed))
+
+
+# --------------------------------------------------------------------------------------
+# Backend random numbers: each library's own generator, seeded, with a state that
+# checkpoints can save and restore (dropout masks are drawn here).
+# --------------------------------------------------------------------------------------
+
+_SEED_BOUND = 2**63  # every library below takes a seed in [0, 2**63)
+
+
+def _generator_seed(seed: int | None) -> int:
+    if seed is None:
+        return int(host_generator(None).integers(_SEED_BOUND))
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        msg = f"seed must be an int or None, got {seed!r}"
+        raise TypeError(msg)
+    if not 0 <= seed < _SEED_BOUND:
+        msg = f"seed must be in [0, 2**63), got {seed!r}"
+        raise ValueError(msg)
+    return int(seed)
+
+
+class BackendGenerator:
+    """A seeded random generator that draws on one backend's device.
+
+    Make one with :meth:`Backend.generator`.  Each library draws with its own generator:
+
+    ========================================  ==============================================
+    backend                                   generator; what :meth:`get_state` holds
+    ========================================  ==============================================
+    NumPy, array-api-strict, registered ones  ``numpy.random.Generator(PCG64)`` on the host,
+                                              then moved; the bit generator's state dict
+    torch                                     ``torch.Generator`` on the device; its bytes
+    JAX                                       a ``jax.random.key``, split at every draw;
+                                              the key's data
+    CuPy                                      a host PCG64 that seeds one Philox generator
+                                              on the GPU per draw; the PCG64 state
+    ========================================  ==============================================
+
+    The same seed gives the same draws on one backend; NumPy, array-api-strict and
+    registered backends share one generator kind, so they also agree with each other.
+
+    Attributes
+    ----------
+    backend : Backend
+        Where the draws live.
+    seed : int
+        The seed the generator started from.
+    """
+
+    kind = ""  # the "generator" entry of the state: states load only into the same kind
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        self.backend = backend
+        self.seed = seed
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
+        """Independent draws, uniform on ``[0, 1)``, of ``shape`` and floating ``dtype``
+        (a name or a dtype; ``float32`` by default), on the backend's device."""
+        shape = tuple(int(n) for n in shape)
+        target = self.backend.float_dtype(dtype)
+        with self.backend.scope():
+            return self._uniform(shape, target)
+
+    def bernoulli(self, shape: tuple[int, ...], prob: float, dtype: Any = None) -> Array:
+        """A boolean array of ``shape``, each element ``True`` with probability ``prob``
+        independently: ``uniform(shape, dtype) < prob``."""
+        return self.uniform(shape, dtype) < prob
+
+    def get_state(self) -> dict[str, Any]:
+        """The state as plain Python data (JSON-serializable): ``{"generator": kind,
+        "seed": int, "state": ...}``.  :meth:`set_state` of it reproduces the next draws."""
+        return {"generator": self.kind, "seed": self.seed, "state": self._get_state()}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`get_state` of a generator of the same kind."""
+        if not isinstance(state, Mapping) or not {"generator", "seed", "state"} <= state.keys():
+            msg = (
+                "state must be a dict from BackendGenerator.get_state() with keys "
+                f"'generator', 'seed' and 'state', got {type(state).__name__}"
+            )
+            raise TypeError(msg)
+        if state["generator"] != self.kind:
+            msg = (
+                f"cannot load the state of a {state['generator']!r} generator into the "
+                f"{self.kind!r} generator of backend {self.backend.name!r}"
+            )
+            raise ValueError(msg)
+        seed = _generator_seed(state["seed"])
+        self._set_state(state["state"])
+        self.seed = seed
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BackendGenerator:
+        clone = type(self)(self.backend, self.seed)
+        clone.set_state(self.get_state())
+        return clone
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend.name!r}, seed={self.seed})"
+
+    def _uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        raise NotImplementedError
+
+    def _get_state(self) -> Any:
+        raise NotImplementedError
+
+    def _set_state(self, state: Any) -> None:
+        raise NotImplementedError
+
+
+class _HostGenerator(BackendGenerator):
+    """NumPy's PCG64 on the host; the draws are moved to the backend (NumPy keeps them).
+
+    The array API standard has no random numbers, so this serves array-api-strict and
+    every registered backend, and NumPy itself.
+    """
+
+    kind = "numpy"
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        super().__init__(backend, seed)
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+
+    def _uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        host = self._rng.random(shape, dtype=np.dtype(dtype_name(dtype)))
+        if self.backend.owns(host):
+            return host
+        return self.backend.from_host(host, dtype)
+
+    def _get_state(self) -> Any:
+        return self._rng.bit_generator.state
+
+    def _set_state(self, state: Any) -> None:
+        self._rng.bit_generator.state = dict(state)
+
+
+class _TorchGenerator(BackendGenerator):
+    """A ``torch.Generator`` on the backend's device; its state is a list of byte values."""
+
+    kind = "torch"
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        import torch  # noqa: PLC0415
+
+        super().__init__(backend, seed)
+        self._gen = torch.Generator(device=backend.device)
+        self._gen.manual_seed(seed)
+
+    def _uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        import torch  # noqa: PLC0415
+
+        return torch.rand(shape, generator=self._gen, dtype=dtype, device=self.backend.device)
+
+    def _get_state(self) -> Any:
+        return self._gen.get_state().tolist()
+
+    def _set_state(self, state: Any) -> None:
+        import torch  # noqa: PLC0415
+
+        # torch takes the state of a generator on any device as a CPU byte tensor
+        self._gen.set_state(torch.tensor(list(state), dtype=torch.uint8, device="cpu"))
+
+
+class _JaxGenerator(BackendGenerator):
+    """An explicit JAX key, split at every draw; its state is the key's data."""
+
+    kind = "jax"
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        import jax  # noqa: PLC0415
+
+        super().__init__(backend, seed)
+        # jax.random.key keeps 32 bits of the seed unless x64 is on: fold the high bits
+        # in, so that every seed gives its own key, the same with x64 on or off.
+        key = jax.random.fold_in(jax.random.key(seed & 0xFFFFFFFF), seed >> 32)
+        self._key = jax.device_put(key, backend.device)
+
+    def _uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        import jax  # noqa: PLC0415
+
+        self._key, draw = jax.random.split(self._key)
+        return jax.random.uniform(draw, shape, dtype=dtype)
+
+    def _get_state(self) -> Any:
+        import jax  # noqa: PLC0415
+
+        return [int(v) for v in np.asarray(jax.random.key_data(self._key)).reshape(-1)]
+
+    def _set_state(self, state: Any) -> None:
+        import jax  # noqa: PLC0415
+
+        data = jax.numpy.asarray(state, dtype=jax.numpy.uint32, device=self.backend.device)
+        self._key = jax.random.wrap_key_data(data)
+
+
+class _CupyGenerator(BackendGenerator):
+    """Draws on the GPU with a Philox generator seeded afresh from a host PCG64 at every
+    draw, so that the whole state is the host generator's (cuRAND's is not readable)."""
+
+    kind = "cupy"
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        super().__init__(backend, seed)
+        self._seeds = np.random.Generator(np.random.PCG64(seed))
+
+    def _uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        import cupy  # noqa: PLC0415
+        from cupy.cuda import curand  # noqa: PLC0415
+
+        draw_seed = self._seeds.integers(_SEED_BOUND, dtype=np.uint64)
+        philox = cupy.random.RandomState(draw_seed, method=curand.CURAND_RNG_PSEUDO_PHILOX4_32_10)
+        return philox.random_sample(shape, dtype=dtype)
+
+    def _get_state(self) -> Any:
+        return self._seeds.bit_generator.state
+
+    def _set_state(self, state: Any) -> None:
+        self._seeds.bit_generator.state = dict(state)

@@ -1,13 +1,35 @@
-"""Data sets that portprop generates itself (nothing is ever downloaded)."""
+"""Data: the data sets portprop generates or that come bundled with a dependency (nothing
+is ever downloaded), readers for CSV and ``.npz`` files, a stratified split and a
+standardizer.
+
+The readers and :func:`train_test_split` work on host NumPy arrays; move the results to
+a backend with :func:`portprop.asarray`.
+"""
 
 from __future__ import annotations
 
+import csv
+import importlib
 import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from portprop._backend import Backend, host_generator, resolve
+import numpy as np
 
-__all__ = ["DISK_RADIUS", "make_disk"]
+from portprop._backend import Backend, backend_of, host_generator, resolve
+from portprop._backend import _is_array as _is_backend_array
+
+__all__ = [
+    "DISK_RADIUS",
+    "Standardizer",
+    "load_csv",
+    "load_digits",
+    "load_npz",
+    "make_disk",
+    "train_test_split",
+]
 
 #: Radius of the disk centred at (0.5, 0.5) whose area is 1/2 of the unit square.
 DISK_RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
@@ -42,3 +64,421 @@ def make_disk(
     X = target.from_host(points, float_dtype)
     y = target.asarray(inside.astype("int64"), copy=True)
     return X, y
+
+
+# --------------------------------------------------------------------------------------
+# Bundled data
+# --------------------------------------------------------------------------------------
+
+
+def load_digits(
+    *, backend: Backend | str | None = None, device: Any = None, dtype: Any = None
+) -> tuple[Any, Any]:
+    """The 8x8 images of handwritten digits bundled with scikit-learn (nothing is
+    downloaded): 1797 samples of 64 pixels, 10 classes.
+
+    Pixel values (0 to 16) are divided by 16, so that they lie in ``[0, 1]``.
+
+    Returns
+    -------
+    X : array, shape (1797, 64), floating ``dtype`` (default float32)
+    y : array, shape (1797,), int64 class labels 0 to 9
+
+    Raises
+    ------
+    ImportError
+        If scikit-learn is not installed (``pip install scikit-learn``).
+    """
+    try:
+        sklearn_datasets = importlib.import_module("sklearn.datasets")
+    except ImportError as exc:
+        msg = (
+            "load_digits() reads the digits bundled with scikit-learn, which is not "
+            "installed: pip install scikit-learn (or pip install 'portprop[sklearn]')"
+        )
+        raise ImportError(msg) from exc
+    target, float_dtype = resolve(backend, device, dtype)
+    bunch = sklearn_datasets.load_digits()
+    pixels = np.asarray(bunch.data, dtype=np.float64) / 16.0
+    X = target.from_host(pixels, float_dtype)
+    y = target.asarray(np.asarray(bunch.target, dtype=np.int64), copy=True)
+    return X, y
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    label_column: int | str = -1,
+    delimiter: str = ",",
+    header: bool | str = "infer",
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Features and labels from a CSV file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A UTF-8 text file (a byte-order mark is skipped); blank lines are skipped.
+    label_column : int or str, default -1
+        The column of the labels, by position (negative counts from the end) or by
+        name (which needs a header).  Every other column is a feature.
+    delimiter : str, default ","
+    header : bool or "infer", default "infer"
+        Whether the first row holds column names.  ``"infer"`` takes it for a header
+        when one of its cells is neither empty nor a number where the next row's is a
+        number.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n_samples, n_features), float64
+    y : numpy.ndarray, shape (n_samples,)
+        int64 if every label is an integer, else float64 if every label is a number,
+        else strings.
+
+    Raises
+    ------
+    ValueError
+        On a non-numeric feature, a row with the wrong number of fields or a file
+        without data; the message names the file, line and column.
+    KeyError
+        If ``label_column`` names no column.
+    """
+    where = os.fspath(path)
+    if header not in (True, False, "infer"):
+        msg = f"header must be True, False or 'infer', got {header!r}"
+        raise ValueError(msg)
+    with Path(where).open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        msg = f"{where}: the file holds no rows"
+        raise ValueError(msg)
+    if header == "infer":
+        first = rows[0][1]
+        second = rows[1][1] if len(rows) > 1 else None
+        header = any(
+            cell.strip()  # an empty cell is a missing value, not a column name
+            and not _is_number(cell)
+            and (second is None or (i < len(second) and _is_number(second[i])))
+            for i, cell in enumerate(first)
+        )
+    names = [cell.strip() for cell in rows[0][1]] if header else None
+    data = rows[1:] if header else rows
+    if not data:
+        msg = f"{where}: the file has a header but no data rows"
+        raise ValueError(msg)
+    n_columns = len(names) if names is not None else len(data[0][1])
+    for line, row in data:
+        if len(row) != n_columns:
+            msg = (
+                f"{where}: line {line} has {len(row)} fields but the "
+                f"{'header' if names is not None else 'first row'} has {n_columns}"
+            )
+            raise ValueError(msg)
+    if n_columns < 2:
+        msg = f"{where}: needs at least one feature column and a label column, found {n_columns}"
+        raise ValueError(msg)
+    label = _column_index(label_column, names, n_columns, where)
+    features = [j for j in range(n_columns) if j != label]
+    try:
+        X = np.array([[float(row[j]) for j in features] for _, row in data], dtype=np.float64)
+    except ValueError:
+        line, row, j = next(
+            (line, row, j) for line, row in data for j in features if not _is_number(row[j])
+        )
+        column = f"column {j}" + (f" ({names[j]!r})" if names is not None else "")
+        found = repr(row[j]) if row[j].strip() else "an empty field (a missing value)"
+        msg = f"{where}: line {line}, {column}: expected a number, found {found}"
+        raise ValueError(msg) from None
+    X = X.reshape(len(data), len(features))
+    y = _labels([row[label].strip() for _, row in data])
+    return X, y
+
+
+def _column_index(
+    label_column: int | str, names: list[str] | None, n_columns: int, where: str
+) -> int:
+    if isinstance(label_column, str):
+        if names is None:
+            msg = (
+                f"{where}: label_column={label_column!r} names a column, but the file has no "
+                "header; pass the column's position instead"
+            )
+            raise KeyError(msg)
+        if label_column not in names:
+            msg = f"{where}: no column named {label_column!r}; the columns are {names}"
+            raise KeyError(msg)
+        return names.index(label_column)
+    if isinstance(label_column, bool) or not isinstance(label_column, int):
+        msg = f"label_column must be an int or a column name, got {label_column!r}"
+        raise TypeError(msg)
+    if not -n_columns <= label_column < n_columns:
+        msg = f"{where}: label_column={label_column} is out of range for {n_columns} columns"
+        raise KeyError(msg)
+    return label_column % n_columns
+
+
+def _labels(cells: list[str]) -> np.ndarray[Any, Any]:
+    try:
+        return np.array([int(cell) for cell in cells], dtype=np.int64)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return np.array([float(cell) for cell in cells], dtype=np.float64)
+    except ValueError:
+        return np.array(cells, dtype=str)
+
+
+def load_npz(
+    path: str | os.PathLike[str], *, features: str = "X", labels: str = "y"
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Features and labels from a NumPy ``.npz`` archive (never unpickled).
+
+    Parameters
+    ----------
+    path : str or path-like
+    features, labels : str
+        The names of the two arrays in the archive.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n_samples, n_features), float64
+    y : numpy.ndarray, shape (n_samples,), its dtype as stored
+
+    Raises
+    ------
+    KeyError
+        If the archive has no array of that name (the message lists its arrays).
+    ValueError
+        If the file is not an ``.npz`` archive, holds object arrays, or the arrays
+        have the wrong shapes or dtypes.
+    """
+    where = os.fspath(path)
+    try:
+        archive = np.load(where, allow_pickle=False)
+    except ValueError as exc:
+        msg = f"{where}: not an .npz archive that can be read without unpickling ({exc})"
+        raise ValueError(msg) from None
+    if not hasattr(archive, "files"):
+        msg = f"{where}: holds a single array (an .npy file), not an .npz archive"
+        raise ValueError(msg)
+    with archive:
+        arrays = {}
+        for role, key in (("features", features), ("labels", labels)):
+            if key not in archive.files:
+                msg = (
+                    f"{where}: no array named {key!r} for the {role}; the archive holds "
+                    f"{archive.files}"
+                )
+                raise KeyError(msg)
+            try:
+                arrays[role] = archive[key]
+            except ValueError as exc:
+                msg = f"{where}: array {key!r} cannot be read without unpickling ({exc})"
+                raise ValueError(msg) from None
+    X, y = arrays["features"], arrays["labels"]
+    if X.dtype.kind not in "biuf" or X.ndim != 2:
+        msg = (
+            f"{where}: array {features!r} must be a 2-D numeric array (samples, features), "
+            f"got shape {X.shape} and dtype {X.dtype}"
+        )
+        raise ValueError(msg)
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        msg = (
+            f"{where}: array {labels!r} must be 1-D with one label per sample "
+            f"({X.shape[0]}), got shape {y.shape}"
+        )
+        raise ValueError(msg)
+    return X.astype(np.float64), y
+
+
+# --------------------------------------------------------------------------------------
+# Splitting and scaling
+# --------------------------------------------------------------------------------------
+
+
+def train_test_split(
+    X: Any, y: Any, test_size: float = 0.2, stratify: bool = True, seed: int = 0
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Shuffle host arrays and split them, as ``X_train, X_test, y_train, y_test``.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_samples, ...)
+    y : array-like, shape (n_samples,)
+    test_size : float or int, default 0.2
+        A fraction in ``(0, 1)`` (the count is rounded up) or a number of samples.
+    stratify : bool, default True
+        Keep each class's share the same in both parts (within one sample).  Needs
+        class labels: pass ``stratify=False`` for real-valued targets.
+    seed : int, default 0
+        Seed of the shuffle; the same seed gives the same split.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    n = X.shape[0] if X.ndim else 0
+    if y.ndim != 1 or y.shape[0] != n:
+        msg = f"y must be 1-D with one label per sample of X ({n}), got shape {y.shape}"
+        raise ValueError(msg)
+    if n < 2:
+        msg = f"train_test_split needs at least 2 samples, got {n}"
+        raise ValueError(msg)
+    n_test = _test_count(test_size, n)
+    rng = np.random.default_rng(seed)
+    if stratify:
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+            msg = (
+                "stratify=True needs class labels, but y holds non-integral floats; "
+                "pass stratify=False for a regression target"
+            )
+            raise ValueError(msg)
+        _, inverse = np.unique(y, return_inverse=True)
+        counts = np.bincount(inverse)
+        exact = counts * n_test / n
+        share = np.floor(exact).astype(np.int64)
+        # the remaining test samples go to the classes with the largest remainders
+        order = rng.permutation(len(counts))
+        order = order[np.argsort(share[order] - exact[order], kind="stable")]
+        share[order[: n_test - int(share.sum())]] += 1
+        test = np.concatenate(
+            [rng.permutation(np.flatnonzero(inverse == c))[: share[c]] for c in range(len(counts))]
+        )
+    else:
+        test = rng.permutation(n)[:n_test]
+    in_test = np.zeros(n, dtype=bool)
+    in_test[test] = True
+    train_idx = rng.permutation(np.flatnonzero(~in_test))
+    test_idx = rng.permutation(np.flatnonzero(in_test))
+    return X[train_idx], X[test_idx], y[train_idx], y[test_idx]
+
+
+def _test_count(test_size: float, n: int) -> int:
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float | np.number):
+        msg = f"test_size must be a fraction or a number of samples, got {test_size!r}"
+        raise TypeError(msg)
+    if isinstance(test_size, int | np.integer):
+        count = int(test_size)
+        if not 1 <= count < n:
+            msg = f"test_size={count} must leave both parts non-empty: between 1 and {n - 1}"
+            raise ValueError(msg)
+        return count
+    if not 0.0 < float(test_size) < 1.0:
+        msg = f"test_size must be a fraction in (0, 1) or a count, got {test_size!r}"
+        raise ValueError(msg)
+    return min(max(math.ceil(float(test_size) * n), 1), n - 1)
+
+
+class Standardizer:
+    """Scale each feature to mean 0 and variance 1: ``(X - mean_) / scale_``.
+
+    Fitted on the host in float64; :meth:`transform` and :meth:`inverse_transform` take
+    host arrays and arrays of any backend, compute in the array's namespace and return
+    an array of the same backend, device and floating dtype (float64 for integers on
+    NumPy).
+
+    Attributes
+    ----------
+    mean_, scale_ : numpy.ndarray, shape (n_features,), float64
+        The mean and the standard deviation of each feature (1 where a feature is
+        constant, so that it maps to 0 instead of dividing by zero).
+    """
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray[Any, Any] | None = None
+        self.scale_: np.ndarray[Any, Any] | None = None
+
+    def fit(self, X: Any) -> Standardizer:
+        """Compute the mean and scale of each column of ``X``, shape (n_samples, n_features)."""
+        host = backend_of(X).to_host(X) if _is_backend_array(X) else np.asarray(X)
+        if host.ndim != 2 or host.shape[0] < 1 or host.dtype.kind not in "biuf":
+            msg = (
+                "X must be a non-empty 2-D numeric array (samples, features), got shape "
+                f"{host.shape} and dtype {host.dtype}"
+            )
+            raise ValueError(msg)
+        host = host.astype(np.float64)
+        mean = host.mean(axis=0)
+        std = host.std(axis=0)
+        # as scikit-learn does: a scale this close to 0 is a constant feature
+        self.mean_ = mean
+        self.scale_ = np.where(std < 10 * np.finfo(np.float64).eps, 1.0, std)
+        return self
+
+    def transform(self, X: Any) -> Any:
+        """``(X - mean_) / scale_``, in the namespace of ``X``."""
+        X, mean, scale = self._prepare(X)
+        return (X - mean) / scale
+
+    def inverse_transform(self, X: Any) -> Any:
+        """``X * scale_ + mean_``, in the namespace of ``X``."""
+        X, mean, scale = self._prepare(X)
+        return X * scale + mean
+
+    def fit_transform(self, X: Any) -> Any:
+        """:meth:`fit`, then :meth:`transform`."""
+        return self.fit(X).transform(X)
+
+    def _prepare(self, X: Any) -> tuple[Any, Any, Any]:
+        if self.mean_ is None or self.scale_ is None:
+            msg = "this Standardizer is not fitted yet: call fit(X) first"
+            raise RuntimeError(msg)
+        if not _is_backend_array(X):
+            X = np.asarray(X)
+        backend = backend_of(X, names=("X",))
+        xp = backend.xp
+        if X.ndim != 2 or X.shape[1] != self.mean_.shape[0]:
+            msg = (
+                f"X must have shape (n_samples, {self.mean_.shape[0]}), the number of features "
+                f"the Standardizer was fitted on, got {tuple(X.shape)}"
+            )
+            raise ValueError(msg)
+        if xp.isdtype(X.dtype, "real floating"):
+            dtype = X.dtype
+        else:
+            dtype = backend.float_dtype("float64" if backend.supports("float64") else "float32")
+            X = xp.astype(X, dtype)
+        mean = backend.asarray(self.mean_, dtype=dtype)
+        scale = backend.asarray(self.scale_, dtype=dtype)
+        return X, mean, scale
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """The fitted values as plain lists (JSON: a checkpoint's ``extra``); float64 values
+        survive JSON exactly."""
+        if self.mean_ is None or self.scale_ is None:
+            msg = "this Standardizer is not fitted yet: call fit(X) first"
+            raise RuntimeError(msg)
+        return {"mean": self.mean_.tolist(), "scale": self.scale_.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> Standardizer:
+        """A fitted Standardizer from :meth:`to_dict`."""
+        if not isinstance(state, Mapping) or not {"mean", "scale"} <= state.keys():
+            msg = f"state must be a dict with 'mean' and 'scale', got {state!r:.200}"
+            raise ValueError(msg)
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        scale = np.asarray(state["scale"], dtype=np.float64)
+        if mean.ndim != 1 or mean.shape != scale.shape:
+            msg = f"mean and scale must be 1-D of one length, got {mean.shape} and {scale.shape}"
+            raise ValueError(msg)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            msg = "mean must be finite and scale finite and positive"
+            raise ValueError(msg)
+        fitted = cls()
+        fitted.mean_, fitted.scale_ = mean, scale
+        return fitted
+
+    def __repr__(self) -> str:
+        if self.mean_ is None:
+            return "Standardizer()"
+        return f"Standardizer(n_features={self.mean_.shape[0]})"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailableError",
+    "CheckpointError",
     "DtypeUnsupportedError",
     "GradcheckError",
     "MixedBackendError",
     "MixedDeviceError",
     "PortpropError",
     "StateDictError",
+    "TrainingDivergedError",
     "UnknownBackendError",
 ]
 
@@ -54,3 +56,38 @@ class StateDictError(PortpropError, KeyError):
 
 class GradcheckError(PortpropError, AssertionError):
     """Analytic and finite-difference gradients disagree; the message holds the report."""
+
+
+class CheckpointError(PortpropError, ValueError):
+    """A checkpoint that cannot be written, or a file that is not a valid checkpoint (or
+    not one for this model); the message names the file and the problem."""
+
+
+class TrainingDivergedError(PortpropError, FloatingPointError):
+    """The loss or a gradient became NaN or infinite during :func:`portprop.fit`.
+
+    Raised *before* the optimizer step of the offending batch, so the parameters hold
+    their last finite values.
+
+    Attributes
+    ----------
+    epoch, batch : int
+        Where it happened, both counted from 1.
+    quantity : str
+        What was not finite: ``"loss"``, ``"gradient of '0.weight'"``, or
+        ``"gradients"`` (their total norm under clipping, or their sum overflowing).
+    """
+
+    def __init__(self, message: str, *, epoch: int, batch: int, quantity: str) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.quantity = quantity
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exceptions pickle as cls(*args); the keyword-only attributes need their own path.
+        return (_diverged, (str(self), self.epoch, self.batch, self.quantity))
+
+
+def _diverged(message: str, epoch: int, batch: int, quantity: str) -> TrainingDivergedError:
+    return TrainingDivergedError(message, epoch=epoch, batch=batch, quantity=quantity)

@@ -16,6 +16,7 @@ lecture                                                                     func
 :math:`\partial\ell/\partial b = \partial\ell/\partial s`                   :func:`bias_gradient`
 :math:`\partial\ell/\partial x = w^T\,\partial\ell/\partial s`              :func:`input_gradient`
 :math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \sigma'(s)`  ``*_backward``
+:math:`y = m \odot x / (1 - p)` (dropout)                                   :func:`dropout`
 :math:`\nabla_1 \ell`                                                       ``*_loss_gradient``
 :math:`w \leftarrow w - \eta\,\partial\ell/\partial w`                      :meth:`portprop.SGD.step`
 ==========================================================================  =========================
@@ -31,6 +32,8 @@ __all__ = [
     "bias_gradient",
     "cross_entropy_loss",
     "cross_entropy_loss_gradient",
+    "dropout",
+    "dropout_backward",
     "identity_backward",
     "input_gradient",
     "leaky_relu",
@@ -201,3 +204,22 @@ def bce_with_logits_loss(xp: Any, logits: Array, target: Array, scale: float) ->
 def bce_with_logits_loss_gradient(xp: Any, logits: Array, target: Array, scale: float) -> Array:
     r""":math:`\nabla_1 \ell = c\,(\sigma(z) - y)`."""
     return (sigmoid(xp, logits) - target) * scale
+
+
+# ---- dropout: y = m * x / (1 - p) with a random keep-mask m ------------------------------
+
+
+def dropout(xp: Any, X: Array, mask: Array, p: float) -> Array:
+    r"""Inverted dropout, :math:`y = m \odot x / (1 - p)`, where the boolean ``mask``
+    :math:`m` keeps each element with probability :math:`1 - p`.
+
+    Dividing by the keep probability makes :math:`E[y] = x`, so evaluation needs no
+    rescaling.  ``mask`` has the shape of ``X``.
+    """
+    return xp.where(mask, X / (1.0 - p), 0.0)
+
+
+def dropout_backward(xp: Any, dl_dy: Array, mask: Array, p: float) -> Array:
+    r""":math:`\partial\ell/\partial x = \partial\ell/\partial y \odot m / (1 - p)`, with the
+    mask of the forward pass."""
+    return xp.where(mask, dl_dy / (1.0 - p), 0.0)

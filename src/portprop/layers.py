@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from portprop import functional as F
-from portprop._backend import Backend
+from portprop._backend import Backend, BackendGenerator
 from portprop.init import draw_linear
 from portprop.module import Module, Parameter
 
-__all__ = ["Identity", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["Dropout", "Identity", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Tanh"]
 
 Array = Any
 
@@ -205,3 +205,75 @@ class Identity(_Activation):
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
         return F.identity_backward(dl_dy)
+
+
+class Dropout(_Activation):
+    r"""Inverted dropout: in training mode each element is zeroed with probability ``p``
+    and the others are scaled by :math:`1/(1-p)`; in evaluation mode, the identity.
+
+    Each forward pass in training mode draws a fresh keep-mask with the backend's own
+    generator (:meth:`portprop.Backend.generator`) and keeps it: the backward pass
+    applies the same mask.  In evaluation mode, or with ``p = 0``, it keeps nothing.
+    Shapes: ``(batch, features) -> (batch, features)``.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        Probability of zeroing an element, in ``[0, 1)``.
+    seed : int, optional
+        Seed of this layer's generator; by default one is drawn from the global host
+        generator, so that :func:`portprop.manual_seed` makes the masks reproducible.
+    backend, device, dtype
+        Where the layer computes.
+
+    Attributes
+    ----------
+    generator : BackendGenerator
+        The layer's generator; checkpoints save ``generator.get_state()`` and restore
+        it with ``generator.set_state(...)``, which reproduces the following masks.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        *,
+        seed: int | None = None,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, device=device, dtype=dtype)
+        if isinstance(p, bool) or not isinstance(p, int | float):
+            msg = f"p must be a float in [0, 1), got {p!r}"
+            raise TypeError(msg)
+        if not 0.0 <= p < 1.0:
+            msg = f"p must be in [0, 1) (the probability of zeroing an element), got p={p!r}"
+            raise ValueError(msg)
+        self.p = float(p)
+        self.generator: BackendGenerator = self.backend.generator(seed)
+
+    def _is_identity(self) -> bool:
+        return not self.training or self.p == 0.0
+
+    def _forward(self, X: Array) -> Array:
+        if self._is_identity():
+            self._kept = None
+            return X
+        self._kept = self.generator.bernoulli(tuple(X.shape), 1.0 - self.p, X.dtype)
+        return F.dropout(self.backend.xp, X, self._kept, self.p)
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
+        if self._kept is None and self._is_identity():
+            return F.identity_backward(dl_dy)
+        mask = self._kept_for_backward()
+        return F.dropout_backward(self.backend.xp, dl_dy, mask, self.p)
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        # Module.to() calls this once the layer has moved.  A generator draws on one
+        # backend, so a layer on a new backend starts a new generator from the same seed.
+        if self.generator.backend != self.backend:
+            self.generator = self.backend.generator(self.generator.seed)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,41 +1,118 @@
-r"""Optimizers: the gradient step :math:`w \leftarrow w - \eta\,\partial\ell/\partial w`.
+r"""Optimizers: the gradient step :math:`w \leftarrow w - \eta\,\partial\ell/\partial w`,
+its adaptive variants (Adam, AdamW, RMSprop) and gradient clipping.
 
-Updates are in place and allocation-free on NumPy, CuPy and torch (through
-:meth:`Backend.add_scaled`), and rebind ``param.data`` on JAX, whose arrays are
-immutable.  Every hyperparameter is kept as a Python float, so that a float32 model
-stays float32 (NumPy 2 would promote it when combined with a NumPy float64 scalar).
+Updates are in place on NumPy, CuPy and torch (through :meth:`Backend.add_scaled` and
+in-place operators on the optimizer's own buffers), and rebind ``param.data`` on JAX,
+whose arrays are immutable.  Every hyperparameter is kept as a Python float, so that a
+float32 model stays float32 (NumPy 2 would promote it when combined with a NumPy
+float64 scalar).  Each optimizer follows torch's definition, so that the same
+hyperparameters give the same trajectory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+import operator
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 from portprop._backend import Backend, backend_of
+from portprop.errors import StateDictError
 from portprop.module import Parameter
 
-__all__ = ["SGD", "Optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm_"]
 
 Array = Any
 
+# Per-parameter entries of ``Optimizer.state`` that cache how to compute, not what was
+# learnt: they are rebuilt on demand and never saved.
+_CACHE_KEYS = ("backend", "scratch", "dtype")
 
-def _hyper(value: Any, name: str, *, low: float = 0.0, strict: bool = False) -> float:
+
+def _hyper(
+    value: Any,
+    name: str,
+    *,
+    low: float = 0.0,
+    strict: bool = False,
+    high: float | None = None,
+) -> float:
+    """``value`` as a Python float, checked to be finite and ``>= low`` (``> low`` when
+    ``strict``) and, when ``high`` is given, ``< high``."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         msg = f"{name} must be a number, got {value!r}"
         raise TypeError(msg) from None
     bad = number <= low if strict else number < low
+    if high is not None:
+        bad = bad or number >= high
     if math.isnan(number) or math.isinf(number) or bad:
-        bound = f"> {low}" if strict else f">= {low}"
+        if high is not None:
+            bound = f"in {'(' if strict else '['}{low}, {high})"
+        else:
+            bound = f"> {low}" if strict else f">= {low}"
         msg = f"{name} must be a finite number {bound}, got {value!r}"
         raise ValueError(msg)
     return number
 
 
+def _betas(value: Any) -> tuple[float, float]:
+    try:
+        first, second = value
+    except (TypeError, ValueError):
+        msg = f"betas must be a pair of numbers (beta1, beta2), got {value!r}"
+        raise TypeError(msg) from None
+    return _hyper(first, "betas[0]", high=1.0), _hyper(second, "betas[1]", high=1.0)
+
+
+def _count(value: Any) -> int | None:
+    """``value`` as an int ``>= 0`` (an integer of any library), or ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        return None
+    return number if number >= 0 else None
+
+
+def _moving_average(
+    backend: Backend, average: Array, beta: float, x: Array, scratch: Array | None
+) -> Array:
+    r""":math:`a \leftarrow \beta a + (1 - \beta) x`, in ``average`` where the library
+    allows it; assign the result back."""
+    average *= beta
+    return backend.add_scaled(average, 1.0 - beta, x, scratch)
+
+
+def _with_weight_decay(g: Array, w: Array, weight_decay: float) -> Array:
+    r"""The gradient of :math:`\ell + \tfrac{\lambda}{2}\lVert w\rVert^2`:
+    :math:`g + \lambda w` (a new array: ``param.grad`` is left alone)."""
+    return g if weight_decay == 0.0 else g + weight_decay * w
+
+
 class Optimizer:
-    """Base class: holds the parameters and per-parameter state."""
+    """Base class: holds the parameters, the learning rate and per-parameter state.
+
+    Attributes
+    ----------
+    params : list of Parameter
+    lr : float
+        The learning rate; schedules (:mod:`portprop.schedules`) change it between steps.
+    state : list of dict
+        Per parameter, in ``params`` order: ``"step"`` (how many updates it received) and
+        the optimizer's buffers (``"exp_avg"``, ...), on the parameter's backend and device.
+
+    A subclass lists its constructor's hyperparameters in ``_HYPERPARAMETERS`` (kept as
+    attributes of the same names), the arrays it keeps per parameter in ``_BUFFERS``,
+    and implements :meth:`_update`; :meth:`step`, :meth:`state_dict` and
+    :meth:`load_state_dict` then work unchanged.
+    """
+
+    _HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr",)
+    _BUFFERS: ClassVar[tuple[str, ...]] = ()
+    lr: float
 
     def __init__(self, params: Iterable[Parameter]) -> None:
         self.params = list(params)
@@ -55,13 +132,21 @@ class Optimizer:
         if backend is None or not backend.owns(p.data) or state["dtype"] != p.data.dtype:
             new = backend_of(p.data, names=("parameter",))
             if backend is not None:  # the model moved: move the buffers with it
-                for key, value in list(state.items()):
-                    if key not in ("backend", "scratch", "dtype"):
-                        state[key] = new.asarray(value, dtype=p.data.dtype, copy=True)
+                for key in self._BUFFERS:
+                    if key in state:
+                        state[key] = new.asarray(state[key], dtype=p.data.dtype, copy=True)
             backend = state["backend"] = new
             state["dtype"] = p.data.dtype
             state["scratch"] = backend.scratch_like(p.data)
         return backend, state["scratch"]
+
+    @staticmethod
+    def _buffer(state: dict[str, Any], name: str, like: Array, backend: Backend) -> Array:
+        """``state[name]``, or zeros shaped like ``like`` before the first step."""
+        buffer = state.get(name)
+        if buffer is None:
+            buffer = backend.xp.zeros_like(like, dtype=like.dtype, device=backend.device)
+        return buffer
 
     def zero_grad(self) -> None:
         """Forget the gradients of every parameter (``grad`` becomes ``None``)."""
@@ -69,7 +154,158 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
+        """Apply one update to every parameter that has a gradient (the others are
+        skipped, and their step count does not advance)."""
+        for p, state in zip(self.params, self.state, strict=True):
+            g = p.grad
+            if g is None:
+                continue
+            backend, scratch = self._backend_and_scratch(p, state)
+            state["step"] = state.get("step", 0) + 1
+            with backend.scope():
+                self._update(p, g, state, backend, scratch)
+
+    def _update(
+        self,
+        p: Parameter,
+        g: Array,
+        state: dict[str, Any],
+        backend: Backend,
+        scratch: Array | None,
+    ) -> None:
+        """Update ``p`` (rebinding ``p.data``) from its gradient ``g`` and its ``state``,
+        whose ``"step"`` already counts this update."""
         raise NotImplementedError
+
+    def _required_buffers(self) -> tuple[str, ...]:
+        """The buffers a parameter has once it received an update, with these
+        hyperparameters (a saved state that lacks one cannot be resumed)."""
+        return ()
+
+    # ---- saving and resuming --------------------------------------------------------
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor's hyperparameters, current values (``lr`` as a schedule left it)."""
+        return {name: getattr(self, name) for name in self._HYPERPARAMETERS}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming training needs: ``{"type", "hyperparameters", "state"}``.
+
+        ``"state"`` holds one dict per parameter, in ``params`` order, with ``"step"``
+        (an int) and the buffers.  The arrays are the optimizer's own buffers on the
+        parameters' backend, not copies (as in torch); convert them to save them.
+        """
+        return {
+            "type": type(self).__name__,
+            "hyperparameters": self.hyperparameters(),
+            "state": [
+                {"step": s.get("step", 0), **{k: s[k] for k in self._BUFFERS if k in s}}
+                for s in self.state
+            ],
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (of an optimizer of the same type, over
+        parameters of the same shapes, on any backend and dtype).
+
+        Everything is checked first: on any mismatch a :class:`StateDictError` lists
+        every problem and nothing is changed.  Buffers are copied to each parameter's
+        backend, device and dtype.
+        """
+        problems = self._check_state_dict(state_dict)
+        if problems:
+            msg = (
+                f"state_dict does not match this {type(self).__name__} (nothing was loaded): "
+                + "; ".join(problems)
+            )
+            raise StateDictError(msg)
+        hyper = dict(state_dict["hyperparameters"])
+        lr = _hyper(hyper["lr"], "lr")
+        # The constructor checks every other hyperparameter; lr may be 0 in a saved
+        # state (a schedule warming up from 0), which the constructor refuses.
+        checked = type(self)(self.params, **{**hyper, "lr": 1.0})
+        states = []
+        for p, saved in zip(self.params, state_dict["state"], strict=True):
+            backend = backend_of(p.data, names=("parameter",))
+            new: dict[str, Any] = {"step": operator.index(saved["step"])}
+            for key in self._BUFFERS:
+                if key in saved:
+                    new[key] = backend.asarray(saved[key], dtype=p.data.dtype, copy=True)
+            states.append(new)
+        for name in self._HYPERPARAMETERS:
+            setattr(self, name, getattr(checked, name))
+        self.lr = lr
+        for state, new in zip(self.state, states, strict=True):
+            state.clear()
+            state.update(new)
+
+    def _check_state_dict(self, sd: Any) -> list[str]:
+        """Every way ``sd`` fails to fit this optimizer (empty when it fits)."""
+        if not isinstance(sd, Mapping):
+            return [f"expected a mapping, got {type(sd).__name__}"]
+        missing = [k for k in ("type", "hyperparameters", "state") if k not in sd]
+        if missing:
+            return [f"missing keys {missing}"]
+        name = type(self).__name__
+        if sd["type"] != name:
+            return [f"it was saved by {sd['type']!r}, not {name!r}"]
+        problems = []
+        hyper = sd["hyperparameters"]
+        checked: Optimizer | None = None
+        if not isinstance(hyper, Mapping) or set(hyper) != set(self._HYPERPARAMETERS):
+            keys = sorted(hyper) if isinstance(hyper, Mapping) else hyper
+            problems.append(
+                f"hyperparameters must have the keys {sorted(self._HYPERPARAMETERS)}, got {keys!r}"
+            )
+        else:
+            try:
+                _hyper(hyper["lr"], "lr")
+                checked = type(self)(self.params, **{**hyper, "lr": 1.0})
+            except (TypeError, ValueError) as exc:
+                problems.append(f"hyperparameters: {exc}")
+        states = sd["state"]
+        if not isinstance(states, list | tuple) or len(states) != len(self.params):
+            count = len(states) if isinstance(states, list | tuple) else type(states).__name__
+            problems.append(
+                f"state must be a list with one entry per parameter ({len(self.params)}), "
+                f"got {count}"
+            )
+            return problems
+        required = checked._required_buffers() if checked is not None else ()
+        allowed = {"step", *self._BUFFERS}
+        for i, (p, saved) in enumerate(zip(self.params, states, strict=True)):
+            if not isinstance(saved, Mapping):
+                problems.append(f"state[{i}] must be a dict, got {type(saved).__name__}")
+                continue
+            unexpected = sorted(set(saved) - allowed)
+            if unexpected:
+                problems.append(f"state[{i}] has unexpected keys {unexpected}")
+            step = _count(saved.get("step"))
+            if step is None:
+                problems.append(
+                    f"state[{i}]['step'] must be an int >= 0, got {saved.get('step')!r}"
+                )
+            elif step > 0:
+                absent = [k for k in required if k not in saved]
+                if absent:
+                    problems.append(f"state[{i}] lacks {absent} after {step} steps")
+            for key in self._BUFFERS:
+                if key not in saved:
+                    continue
+                shape = getattr(saved[key], "shape", None)
+                if shape is None:
+                    kind = type(saved[key]).__name__
+                    problems.append(f"state[{i}][{key!r}] must be an array, got {kind}")
+                elif tuple(shape) != p.shape:
+                    problems.append(
+                        f"state[{i}][{key!r}]: expected shape {p.shape} (its parameter's), "
+                        f"got {tuple(shape)}"
+                    )
+        return problems
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({inner})"
 
 
 class SGD(Optimizer):
@@ -85,6 +321,9 @@ class SGD(Optimizer):
 
     Parameters with ``grad is None`` are skipped.
     """
+
+    _HYPERPARAMETERS = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
+    _BUFFERS = ("momentum_buffer",)
 
     def __init__(
         self,
@@ -108,43 +347,308 @@ class SGD(Optimizer):
             )
             raise ValueError(msg)
 
-    def step(self) -> None:
-        """Apply one update to every parameter that has a gradient."""
-        lr, mu, wd = self.lr, self.momentum, self.weight_decay
-        for p, state in zip(self.params, self.state, strict=True):
-            g = p.grad
-            if g is None:
-                continue
-            backend, scratch = self._backend_and_scratch(p, state)
-            w = p.data
-            if mu == 0.0:
-                # w - lr (g + wd w)  ==  (1 - lr wd) w - lr g
-                if wd != 0.0:
-                    w *= 1.0 - lr * wd
-                p.data = backend.add_scaled(w, -lr, g, scratch)
-                continue
-            v = state.get("momentum_buffer")
-            if v is None:
-                v = backend.xp.asarray(g, copy=True)
-                if wd != 0.0:
-                    v = backend.add_scaled(v, wd, w, scratch)
-            else:
-                v *= mu
-                v = backend.add_scaled(v, 1.0 - self.dampening, g, scratch)
-                if wd != 0.0:
-                    v = backend.add_scaled(v, (1.0 - self.dampening) * wd, w, scratch)
-            state["momentum_buffer"] = v
-            if self.nesterov:
-                # w - lr (g + wd w + mu v)
-                if wd != 0.0:
-                    w *= 1.0 - lr * wd
-                w = backend.add_scaled(w, -lr, g, scratch)
-                p.data = backend.add_scaled(w, -lr * mu, v, scratch)
-            else:
-                p.data = backend.add_scaled(w, -lr, v, scratch)
+    def _required_buffers(self) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.momentum != 0.0 else ()
 
-    def __repr__(self) -> str:
-        return (
-            f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
-            f"weight_decay={self.weight_decay}, dampening={self.dampening})"
-        )
+    def _update(
+        self,
+        p: Parameter,
+        g: Array,
+        state: dict[str, Any],
+        backend: Backend,
+        scratch: Array | None,
+    ) -> None:
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        w = p.data
+        if mu == 0.0:
+            # w - lr (g + wd w)  ==  (1 - lr wd) w - lr g
+            if wd != 0.0:
+                w *= 1.0 - lr * wd
+            p.data = backend.add_scaled(w, -lr, g, scratch)
+            return
+        v = state.get("momentum_buffer")
+        if v is None:
+            v = backend.xp.asarray(g, copy=True)
+            if wd != 0.0:
+                v = backend.add_scaled(v, wd, w, scratch)
+        else:
+            v *= mu
+            v = backend.add_scaled(v, 1.0 - self.dampening, g, scratch)
+            if wd != 0.0:
+                v = backend.add_scaled(v, (1.0 - self.dampening) * wd, w, scratch)
+        state["momentum_buffer"] = v
+        if self.nesterov:
+            # w - lr (g + wd w + mu v)
+            if wd != 0.0:
+                w *= 1.0 - lr * wd
+            w = backend.add_scaled(w, -lr, g, scratch)
+            p.data = backend.add_scaled(w, -lr * mu, v, scratch)
+        else:
+            p.data = backend.add_scaled(w, -lr, v, scratch)
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015), with torch's definition.
+
+    At step :math:`t`, with :math:`g = \partial\ell/\partial w + \lambda w`:
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        \hat v &\leftarrow \max(\hat v, v) \text{ with amsgrad, else } \hat v = v \\
+        w &\leftarrow w - \frac{\eta}{1 - \beta_1^t}\,
+            \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \varepsilon}
+
+    (:math:`m = v = \hat v = 0` before the first step).  Parameters with
+    ``grad is None`` are skipped and keep their own step count.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, optional
+        The learning rate :math:`\eta > 0`.
+    betas : (float, float), optional
+        The decay rates :math:`\beta_1, \beta_2 \in [0, 1)` of the moment estimates.
+    eps : float, optional
+        :math:`\varepsilon \ge 0`, added to the denominator.
+    weight_decay : float, optional
+        :math:`\lambda \ge 0`, an L2 penalty added to the gradient (see :class:`AdamW`
+        for decoupled weight decay).
+    amsgrad : bool, optional
+        Divide by the running maximum :math:`\hat v` of :math:`v` (Reddi et al., 2018).
+    """
+
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    _BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _decoupled_weight_decay: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(params)
+        self.lr = _hyper(lr, "lr", strict=True)
+        self.betas = _betas(betas)
+        self.eps = _hyper(eps, "eps")
+        self.weight_decay = _hyper(weight_decay, "weight_decay")
+        self.amsgrad = bool(amsgrad)
+
+    def _required_buffers(self) -> tuple[str, ...]:
+        return self._BUFFERS if self.amsgrad else self._BUFFERS[:2]
+
+    def _update(
+        self,
+        p: Parameter,
+        g: Array,
+        state: dict[str, Any],
+        backend: Backend,
+        scratch: Array | None,
+    ) -> None:
+        lr, wd = self.lr, self.weight_decay
+        beta1, beta2 = self.betas
+        w = p.data
+        if self._decoupled_weight_decay:
+            if wd != 0.0:
+                w *= 1.0 - lr * wd
+        else:
+            g = _with_weight_decay(g, w, wd)
+        m = _moving_average(backend, self._buffer(state, "exp_avg", w, backend), beta1, g, scratch)
+        v = self._buffer(state, "exp_avg_sq", w, backend)
+        v = _moving_average(backend, v, beta2, g * g, scratch)
+        state["exp_avg"], state["exp_avg_sq"] = m, v
+        if self.amsgrad:
+            v_max = self._buffer(state, "max_exp_avg_sq", w, backend)
+            v = state["max_exp_avg_sq"] = backend.xp.maximum(v_max, v)
+        t = state["step"]
+        denominator = backend.xp.sqrt(v) / math.sqrt(1.0 - beta2**t)
+        denominator += self.eps
+        p.data = backend.add_scaled(w, -lr / (1.0 - beta1**t), m / denominator, scratch)
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), torch's definition.
+
+    As :class:`Adam` with :math:`\lambda = 0` in the gradient, but each step first
+    shrinks the weights: :math:`w \leftarrow (1 - \eta\lambda)\, w`.
+    """
+
+    _decoupled_weight_decay = True
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Hinton, 2012), with torch's definition.
+
+    With :math:`g = \partial\ell/\partial w + \lambda w`:
+
+    .. math::
+
+        s &\leftarrow \alpha s + (1 - \alpha)\, g^2 \\
+        a &\leftarrow \alpha a + (1 - \alpha)\, g
+            \text{ and } d = \sqrt{s - a^2} + \varepsilon \text{ if centered,}
+            \text{ else } d = \sqrt{s} + \varepsilon \\
+        b &\leftarrow \mu b + g / d, \quad w \leftarrow w - \eta b
+            \text{ with momentum } \mu > 0, \text{ else } w \leftarrow w - \eta\, g / d
+
+    (:math:`s = a = b = 0` before the first step).  Parameters with ``grad is None``
+    are skipped.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, optional
+        The learning rate :math:`\eta > 0`.
+    alpha : float, optional
+        The decay rate :math:`\alpha \in [0, 1)` of the averages.
+    eps : float, optional
+        :math:`\varepsilon \ge 0`, added to the denominator.
+    weight_decay : float, optional
+        :math:`\lambda \ge 0`, an L2 penalty added to the gradient.
+    momentum : float, optional
+        :math:`\mu \ge 0`.
+    centered : bool, optional
+        Normalise by an estimate of the gradient's variance rather than its second moment.
+    """
+
+    _HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+    _BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(params)
+        self.lr = _hyper(lr, "lr", strict=True)
+        self.alpha = _hyper(alpha, "alpha", high=1.0)
+        self.eps = _hyper(eps, "eps")
+        self.weight_decay = _hyper(weight_decay, "weight_decay")
+        self.momentum = _hyper(momentum, "momentum")
+        self.centered = bool(centered)
+
+    def _required_buffers(self) -> tuple[str, ...]:
+        needed = ["square_avg"]
+        if self.centered:
+            needed.append("grad_avg")
+        if self.momentum > 0.0:
+            needed.append("momentum_buffer")
+        return tuple(needed)
+
+    def _update(
+        self,
+        p: Parameter,
+        g: Array,
+        state: dict[str, Any],
+        backend: Backend,
+        scratch: Array | None,
+    ) -> None:
+        xp, alpha = backend.xp, self.alpha
+        w = p.data
+        g = _with_weight_decay(g, w, self.weight_decay)
+        s = self._buffer(state, "square_avg", w, backend)
+        s = state["square_avg"] = _moving_average(backend, s, alpha, g * g, scratch)
+        if self.centered:
+            a = self._buffer(state, "grad_avg", w, backend)
+            a = state["grad_avg"] = _moving_average(backend, a, alpha, g, scratch)
+            denominator = xp.sqrt(s - a * a)
+        else:
+            denominator = xp.sqrt(s)
+        denominator += self.eps
+        if self.momentum > 0.0:
+            b = self._buffer(state, "momentum_buffer", w, backend)
+            b *= self.momentum
+            b += g / denominator
+            state["momentum_buffer"] = b
+            p.data = backend.add_scaled(w, -self.lr, b, scratch)
+        else:
+            p.data = backend.add_scaled(w, -self.lr, g / denominator, scratch)
+
+
+def clip_grad_norm_(
+    params: Parameter | Iterable[Parameter], max_norm: float, norm_type: float = 2.0
+) -> float:
+    r"""Scale the gradients so that their total norm is at most ``max_norm`` (torch's
+    ``clip_grad_norm_``), in place where the library allows (``grad`` is rebound on JAX).
+
+    The total norm is the ``norm_type``-norm of all the gradients together, as if they
+    were concatenated into one vector.  When it exceeds ``max_norm``, every gradient is
+    multiplied by ``max_norm / (total + 1e-6)``.  Parameters with ``grad is None`` are
+    left out.  As in torch, a non-finite total (an overflowing gradient) turns the
+    gradients into NaN or zeros; check the returned value to skip such a step.
+
+    Parameters
+    ----------
+    params : Parameter or iterable of Parameter
+    max_norm : float
+        The largest total norm allowed, ``> 0``.
+    norm_type : float, optional
+        The ``p`` of the ``p``-norm, ``> 0``; ``math.inf`` for the largest absolute value.
+
+    Returns
+    -------
+    float
+        The total norm before clipping (``0.0`` when no parameter has a gradient).
+    """
+    limit = _hyper(max_norm, "max_norm", strict=True)
+    try:
+        order = float(norm_type)
+    except (TypeError, ValueError):
+        msg = f"norm_type must be a number, got {norm_type!r}"
+        raise TypeError(msg) from None
+    if math.isnan(order) or order <= 0.0:
+        msg = f"norm_type must be a number > 0 (or math.inf), got {norm_type!r}"
+        raise ValueError(msg)
+    group = [params] if isinstance(params, Parameter) else list(params)
+    for i, p in enumerate(group):
+        if not isinstance(p, Parameter):
+            msg = f"params[{i}] must be a portprop Parameter, got {type(p).__name__}"
+            raise TypeError(msg)
+    grads: list[tuple[Parameter, Array]] = [
+        (p, p.grad) for p in group if p.grad is not None and 0 not in p.grad.shape
+    ]
+    parts = []  # per gradient: max |g| for the inf-norm, sum |g|^p otherwise
+    for _, g in grads:
+        xp = backend_of(g, names=("grad",)).xp
+        if order == math.inf:
+            parts.append(float(xp.max(xp.abs(g))))
+        elif order == 2.0:
+            parts.append(float(xp.sum(g * g)))
+        else:
+            parts.append(float(xp.sum(xp.abs(g) ** order)))
+    if not parts:
+        return 0.0
+    if order == math.inf:
+        total = max(parts)
+    elif order == 2.0:
+        total = math.sqrt(math.fsum(parts))
+    else:
+        total = math.fsum(parts) ** (1.0 / order)
+    scale = limit / (total + 1e-6)
+    if not scale >= 1.0:  # torch multiplies by min(scale, 1), NaN included
+        for p, g in grads:
+            with backend_of(g).scope():
+                scaled = g
+                scaled *= scale  # in place, or a new array on JAX
+            p.grad = scaled
+    return total
