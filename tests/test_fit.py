@@ -441,37 +441,37 @@ def test_callback_hooks_and_stop_from_a_batch(backend):
     assert history.epoch == [0, 1]
 
 
-def test_schedules_are_stepped_after_each_epoch(backend):
-    class Counter:
-        def __init__(self) -> None:
-            self.calls: list[tuple] = []
-
-        def step(self, *args) -> None:
-            self.calls.append(args)
-
-    class ReduceLROnPlateau(Counter):  # matched by its class name
-        monitor = "val_loss"
-
-    class Plateau(Counter):  # or by needs_metric
-        needs_metric = True
-
+def test_schedules_are_stepped_by_their_interval(backend):
     X, y = _host_disk(N, seed=16)
-    for schedule, expected in [(Counter(), "none"), (ReduceLROnPlateau(), "val_loss"),
-                               (Plateau(), "loss")]:  # fmt: skip
+    steps = -(-N // B)
+
+    def run(make_schedule, **kw):
         model = _mlp(backend)
-        validation = (X, y) if expected == "val_loss" else None
-        history = pp.fit(model, pp.CrossEntropyLoss(), pp.SGD(model.parameters(), lr=0.1),
-                         X, y, epochs=3, batch_size=B, schedule=schedule, validation_data=validation,
-                         verbose=0)  # fmt: skip
-        if expected == "none":
-            assert schedule.calls == [(), (), ()]
-        else:
-            assert schedule.calls == [(v,) for v in history.history[expected]]
-        assert history.history["lr"] == [0.1, 0.1, 0.1]
-    model = _mlp(backend)
-    with pytest.raises(ValueError, match="monitors 'val_loss'"):
-        pp.fit(model, pp.CrossEntropyLoss(), pp.SGD(model.parameters(), lr=0.1), X, y,
-               schedule=ReduceLROnPlateau(), verbose=0)  # fmt: skip
+        opt = pp.SGD(model.parameters(), lr=0.1)
+        schedule = make_schedule(opt)
+        history = pp.fit(model, pp.CrossEntropyLoss(), opt, X, y, epochs=3, batch_size=B,
+                         schedule=schedule, verbose=0, **kw)  # fmt: skip
+        return schedule, history
+
+    # once per epoch; the history records the lr each epoch trained with
+    _, history = run(lambda opt: pp.StepLR(opt, step_size=1, gamma=0.5))
+    assert history.history["lr"] == [0.1, 0.05, 0.025]
+    # once per batch
+    schedule, _ = run(lambda opt: pp.CosineWithWarmup(opt, total_steps=3 * steps))
+    assert schedule.step_count == 3 * steps
+
+    # with the monitored value: val_loss when there is validation data
+    class Recording(pp.ReduceLROnPlateau):
+        seen: list[float]
+
+        def step(self, metric=None):
+            self.seen = [*getattr(self, "seen", []), metric]
+            super().step(metric)
+
+    schedule, history = run(lambda opt: Recording(opt), validation_data=(X, y))
+    assert schedule.seen == history.history["val_loss"]
+    schedule, history = run(lambda opt: Recording(opt))
+    assert schedule.seen == history.history["loss"]
 
 
 def test_clip_grad_norm_runs_between_backward_and_step(backend, monkeypatch):

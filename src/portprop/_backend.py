@@ -141,6 +141,10 @@ class Backend:
             msg = f"backend {self.name!r} has no {name} on device {self.device!r}.{hint}"
             raise DtypeUnsupportedError(msg) from None
 
+    def is_float_dtype(self, dtype: Any) -> bool:
+        """Whether ``dtype`` is one of this backend's floating dtypes (float32, float64)."""
+        return any(dtype == d for d in self._float_dtypes.values())
+
     def supports(self, dtype: Any) -> bool:
         """Whether this backend and device can hold ``dtype``."""
         return dtype_name(dtype) in self._float_dtypes
@@ -150,7 +154,8 @@ class Backend:
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend's library on this backend's device."""
         if type(x) in self._array_types:
-            return self._single_device or _same_device(array_api_compat.device(x), self.device)
+            # arrays of every built-in library have a .device; compare it directly
+            return self._single_device or _same_device(x.device, self.device)
         if not _is_array(x):
             return False
         try:
@@ -382,6 +387,9 @@ class _Library:
 
 
 def _numpy_add_scaled(y: Array, alpha: float, x: Array, scratch: Array | None) -> Array:
+    if alpha == 1.0:
+        y += x
+        return y
     if scratch is None:
         y += alpha * x
         return y
@@ -477,6 +485,9 @@ def _torch_devices() -> list[str]:
 def _cupy_add_scaled(y: Array, alpha: float, x: Array, scratch: Array | None) -> Array:
     import cupy  # noqa: PLC0415
 
+    if alpha == 1.0:
+        y += x
+        return y
     if scratch is None:
         y += alpha * x
         return y

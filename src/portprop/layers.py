@@ -158,18 +158,23 @@ class Sigmoid(_Activation):
 
 
 class ReLU(_Activation):
-    r""":math:`\max(0, s)`; keeps the boolean mask :math:`s > 0`."""
+    r""":math:`\max(0, s)`; keeps :math:`\sigma'(s) = 1[s > 0]` as zeros and ones.
+
+    Computed as a product with that 0/1 array (faster than a selection), so a NaN input
+    stays NaN, as in torch, and so does an input of :math:`-\infty`.
+    """
 
     def _forward(self, X: Array) -> Array:
         Y, self._kept = F.relu(self.backend.xp, X)
         return Y
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
-        return F.relu_backward(self.backend.xp, dl_dy, self._kept_for_backward())
+        return F.relu_backward(dl_dy, self._kept_for_backward())
 
 
 class LeakyReLU(_Activation):
-    r""":math:`s` for :math:`s > 0`, ``negative_slope * s`` otherwise; keeps the mask."""
+    r""":math:`s` for :math:`s > 0`, ``negative_slope * s`` otherwise; keeps
+    :math:`\sigma'(s)`, which is 1 or ``negative_slope``."""
 
     def __init__(
         self,
@@ -190,8 +195,7 @@ class LeakyReLU(_Activation):
         return Y
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
-        mask = self._kept_for_backward()
-        return F.leaky_relu_backward(self.backend.xp, dl_dy, mask, self.negative_slope)
+        return F.leaky_relu_backward(dl_dy, self._kept_for_backward())
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
@@ -259,14 +263,14 @@ class Dropout(_Activation):
         if self._is_identity():
             self._kept = None
             return X
-        self._kept = self.generator.bernoulli(tuple(X.shape), 1.0 - self.p, X.dtype)
-        return F.dropout(self.backend.xp, X, self._kept, self.p)
+        keep = self.generator.bernoulli(tuple(X.shape), 1.0 - self.p, X.dtype)
+        Y, self._kept = F.dropout(self.backend.xp, X, keep, self.p)
+        return Y
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
         if self._kept is None and self._is_identity():
             return F.identity_backward(dl_dy)
-        mask = self._kept_for_backward()
-        return F.dropout_backward(self.backend.xp, dl_dy, mask, self.p)
+        return F.dropout_backward(dl_dy, self._kept_for_backward())
 
     def _clear_cache(self) -> None:
         super()._clear_cache()

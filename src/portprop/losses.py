@@ -34,12 +34,14 @@ class Loss:
 
     def forward(self, pred: Array, target: Array) -> Array:
         """The loss of ``pred`` against ``target``, as a 0-d array of ``pred``'s dtype."""
-        backend = backend_of(pred, target, names=("pred", "target"))
+        backend = self._backend
+        if backend is None or not (backend.owns(pred) and backend.owns(target)):
+            backend = backend_of(pred, target, names=("pred", "target"))
         xp = backend.xp
         if pred.ndim != 2:
             msg = f"pred must be 2-D (batch, outputs), got shape {tuple(pred.shape)}"
             raise ValueError(msg)
-        if not xp.isdtype(pred.dtype, "real floating"):
+        if not backend.is_float_dtype(pred.dtype):
             msg = f"pred must have a floating dtype, got {dtype_name(pred.dtype)}"
             raise TypeError(msg)
         self._check_target(xp, pred, target)

@@ -251,6 +251,8 @@ class Sequential(Module):
                 raise ValueError(msg)
         self.layers = tuple(layers)
         self.backend, self.dtype, self.training = backend, dtype, True
+        # The layers never change, so neither does the list of parameters.
+        self._parameters = [p for _, p in super().named_parameters()]
         with_params = [i for i, layer in enumerate(layers) if layer.parameters()]
         # Layers before the first one with parameters need no backward pass unless the
         # caller wants the gradient with respect to the input.
@@ -258,6 +260,13 @@ class Sequential(Module):
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         return ((str(i), layer) for i, layer in enumerate(self.layers))
+
+    def parameters(self) -> list[Parameter]:
+        return list(self._parameters)
+
+    def zero_grad(self) -> None:
+        for p in self._parameters:
+            p.grad = None
 
     def __len__(self) -> int:
         return len(self.layers)

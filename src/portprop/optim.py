@@ -156,13 +156,14 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient (the others are
         skipped, and their step count does not advance)."""
-        for p, state in zip(self.params, self.state, strict=True):
-            g = p.grad
-            if g is None:
-                continue
-            backend, scratch = self._backend_and_scratch(p, state)
-            state["step"] = state.get("step", 0) + 1
-            with backend.scope():
+        first = self.state[0].get("backend") or backend_of(self.params[0].data)
+        with first.scope():  # CuPy computes on the current device; the others ignore it
+            for p, state in zip(self.params, self.state, strict=True):
+                g = p.grad
+                if g is None:
+                    continue
+                backend, scratch = self._backend_and_scratch(p, state)
+                state["step"] = state.get("step", 0) + 1
                 self._update(p, g, state, backend, scratch)
 
     def _update(

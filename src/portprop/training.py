@@ -835,10 +835,11 @@ def fit(
         argmax of one-hot targets (``MSELoss`` with several columns).
     callbacks : sequence of Callback
         See :class:`Callback` and :class:`EarlyStopping`.
-    schedule : object with ``step()``, optional
-        Stepped once after each epoch.  A schedule whose class is named
-        ``ReduceLROnPlateau`` or that has ``needs_metric = True`` is stepped with the
-        value of its ``monitor`` attribute (default ``"val_loss"`` with validation data,
+    schedule : Schedule, optional
+        Stepped after each batch when its ``interval`` is ``"batch"``
+        (:class:`~portprop.schedules.CosineWithWarmup`), else after each epoch.  A
+        schedule with ``needs_metric = True`` (:class:`~portprop.schedules.ReduceLROnPlateau`)
+        is stepped with the value of its ``monitor`` attribute (default ``"val_loss"`` with validation data,
         else ``"loss"``) from the epoch's logs.  With a schedule, the history also
         records the optimizer's ``lr`` of each epoch.
     clip_grad_norm : float, optional
@@ -896,10 +897,7 @@ def fit(
         if not max_norm > 0.0 or math.isinf(max_norm):
             msg = f"clip_grad_norm must be a finite number > 0, got {clip_grad_norm!r}"
             raise ValueError(msg)
-        clip = getattr(_optim, "clip_grad_norm_", None)
-        if clip is None:
-            msg = "clip_grad_norm= needs portprop.optim.clip_grad_norm_, which is missing"
-            raise NotImplementedError(msg)
+        clip = _optim.clip_grad_norm_
     if schedule is not None and not callable(getattr(schedule, "step", None)):
         msg = f"schedule must have a step() method, got {type(schedule).__name__}"
         raise TypeError(msg)
@@ -948,11 +946,10 @@ def fit(
     if Xv is not None:
         log_keys += [f"val_{k}" for k in names]
     needs_metric = False
+    per_batch = getattr(schedule, "interval", "epoch") == "batch"
     monitor = ""
     if schedule is not None:
-        needs_metric = bool(getattr(schedule, "needs_metric", False)) or (
-            type(schedule).__name__ == "ReduceLROnPlateau"
-        )
+        needs_metric = bool(getattr(schedule, "needs_metric", False))
         if needs_metric:
             monitor = getattr(schedule, "monitor", None) or (
                 "val_loss" if Xv is not None else "loss"
@@ -1035,6 +1032,8 @@ def fit(
                             batches=steps,
                         )
                     optimizer.step()
+                    if per_batch:
+                        schedule.step()
                     totals.add(value, out, yb)
                     progress.batch_done(totals)
                     if batch_hooks:
@@ -1054,7 +1053,7 @@ def fit(
                 for k in log_keys:
                     history.history[k].append(logs[k])
                 progress.end_epoch(epoch, logs, seconds)
-                if schedule is not None:
+                if schedule is not None and not per_batch:
                     if needs_metric:
                         schedule.step(logs[monitor])
                     else:
