@@ -468,9 +468,9 @@ def test_schedules_are_stepped_by_their_interval(backend):
             self.seen = [*getattr(self, "seen", []), metric]
             super().step(metric)
 
-    schedule, history = run(lambda opt: Recording(opt), validation_data=(X, y))
+    schedule, history = run(Recording, validation_data=(X, y))
     assert schedule.seen == history.history["val_loss"]
-    schedule, history = run(lambda opt: Recording(opt))
+    schedule, history = run(Recording)
     assert schedule.seen == history.history["loss"]
 
 
