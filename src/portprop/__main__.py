@@ -1,20 +1,10 @@
-"""``python -m portprop backends``: which backends can run here."""
+"""``python -m portprop ...``: the ``portprop`` command (see :mod:`portprop.cli`)."""
 
 from __future__ import annotations
 
-import sys
+from portprop.cli import main
 
-from portprop._backend import describe_backends
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["backends"]:
-        print(describe_backends())
-        return 0
-    print("usage: python -m portprop backends", file=sys.stderr)
-    return 2
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -45,12 +45,9 @@ Guarantees:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
 import os
-import secrets
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -69,6 +66,7 @@ from portprop._backend import (
     resolve,
 )
 from portprop._backend import _is_array as _is_backend_array
+from portprop._io import write_atomically
 from portprop.errors import CheckpointError, StateDictError
 from portprop.module import Module, Sequential
 
@@ -196,57 +194,11 @@ def _write_array(f: BinaryIO, array: np.ndarray[Any, Any]) -> None:
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    temporary: Path | None = None
     try:
-        fd, temporary = _create_temporary(path)
-        try:
-            f = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            raise
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        temporary.replace(path)
-        temporary = None
-        _fsync_directory(path.parent)
+        write_atomically(path, write)
     except OSError as exc:
         msg = f"could not write checkpoint {os.fspath(path)!r}: {exc}"
         raise CheckpointError(msg) from exc
-    finally:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-
-
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """A new hidden file ``.<name>.<random>.tmp`` beside ``path`` (mode 0666 less the
-    umask, as a plain ``open`` would give)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(temporary, flags, 0o666), temporary
-        except FileExistsError:
-            continue
-    msg = f"could not create a temporary file beside {os.fspath(path)!r}"
-    raise FileExistsError(msg)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX; Windows cannot open a directory)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # some file systems cannot sync a directory; the file itself is already synced
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray[Any, Any]], dict[str, str]]:
