@@ -99,7 +99,7 @@ class DoubledBiasLinear(pp.Linear):
     def _backward(self, dl_ds: Any, input_grad: bool) -> Any:
         grad = super()._backward(dl_ds, input_grad)
         assert self.bias is not None
-        self.bias.accumulate(pp.functional.bias_gradient(self.backend.xp, dl_ds))
+        self.bias.accumulate(pp.functional.bias_gradient(self.backend.sum, dl_ds))
         return grad
 
 

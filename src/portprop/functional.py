@@ -5,8 +5,9 @@ written for a batch: rows are samples, so the lecture's column vectors
 :math:`x^{(l)}` become the rows of ``X`` and the products flip sides.  The layers in
 :mod:`portprop.layers` and :mod:`portprop.losses` only call these.
 
-Each function takes the array namespace ``xp`` first when it needs one; arrays are
-never created here without ``dtype=`` and ``device=`` taken from an input.
+Each function takes the array namespace ``xp`` first when it needs one (or only a
+``sum``, :meth:`portprop.Backend.sum`, where that is all it needs); arrays are never
+created here without ``dtype=`` and ``device=`` taken from an input.
 
 ==========================================================================  =========================
 lecture                                                                     function
@@ -24,6 +25,7 @@ lecture                                                                     func
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -77,13 +79,14 @@ def weight_gradient(dl_ds: Array, X: Array) -> Array:
     return dl_ds.T @ X
 
 
-def bias_gradient(xp: Any, dl_ds: Array) -> Array:
+def bias_gradient(sum: Callable[..., Array], dl_ds: Array) -> Array:
     r""":math:`[\partial\ell/\partial b^{(l)}] = [\partial\ell/\partial s^{(l)}]`, summed over
     the batch.
 
-    ``(batch, out) -> (out,)``.
+    ``(batch, out) -> (out,)``.  ``sum`` is the namespace's ``xp.sum`` or an equivalent
+    kernel, such as :meth:`portprop.Backend.sum` (the layers pass that one).
     """
-    return xp.sum(dl_ds, axis=0)
+    return sum(dl_ds, axis=0)
 
 
 def input_gradient(dl_ds: Array, W: Array) -> Array:
@@ -160,11 +163,15 @@ def identity_backward(dl_dx: Array) -> Array:
 # ---- losses and nabla_1 l ---------------------------------------------------------------
 
 
-def mse_loss(xp: Any, pred: Array, target: Array, scale: float) -> tuple[Array, Array]:
+def mse_loss(
+    sum: Callable[..., Array], pred: Array, target: Array, scale: float
+) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum (f(x) - y)^2`; returns the loss and the residual kept for the
-    gradient.  ``scale`` is :math:`c`: 1 for ``"sum"``, ``1/numel`` for ``"mean"``."""
+    gradient.  ``scale`` is :math:`c`: 1 for ``"sum"``, ``1/numel`` for ``"mean"``.
+    ``sum`` is the namespace's ``xp.sum`` or an equivalent kernel, such as
+    :meth:`portprop.Backend.sum` (the losses pass that one)."""
     diff = pred - target
-    return xp.sum(diff * diff) * scale, diff
+    return sum(diff * diff) * scale, diff
 
 
 def mse_loss_gradient(diff: Array, scale: float) -> Array:

@@ -103,7 +103,7 @@ class Linear(Module):
         self._require_cache(X)
         self.weight.accumulate(F.weight_gradient(dl_ds, X))
         if self.bias is not None:
-            self.bias.accumulate(F.bias_gradient(self.backend.xp, dl_ds))
+            self.bias.accumulate(F.bias_gradient(self.backend.sum, dl_ds))
         return F.input_gradient(dl_ds, self.weight.data) if input_grad else None
 
     def _clear_cache(self) -> None:

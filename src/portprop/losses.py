@@ -45,10 +45,8 @@ class Loss:
             msg = f"pred must have a floating dtype, got {dtype_name(pred.dtype)}"
             raise TypeError(msg)
         self._check_target(xp, pred, target)
-        with backend.scope():
-            value = self._forward(xp, pred, target)
-        self._backend = backend
-        return value
+        self._backend = backend  # the arguments are valid: _forward may use it
+        return backend.run(self._forward, xp, pred, target)
 
     def backward(self) -> Array:
         r""":math:`\nabla_1 \ell`: the gradient of the last :meth:`forward` with respect to
@@ -56,8 +54,7 @@ class Loss:
         if self._backend is None:
             msg = f"{type(self).__name__}.backward() was called before forward()"
             raise RuntimeError(msg)
-        with self._backend.scope():
-            return self._backward()
+        return self._backend.run(self._backward)
 
     def __call__(self, pred: Array, target: Array) -> Array:
         return self.forward(pred, target)
@@ -97,9 +94,10 @@ class MSELoss(Loss):
     ``pred`` and ``target``: ``(batch, outputs)``, same dtype.
     """
 
-    def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
+    def _forward(self, xp: Any, pred: Array, target: Array) -> Array:  # noqa: ARG002
+        assert self._backend is not None
         self._c = self._scale(pred.shape[0] * pred.shape[1])
-        value, self._diff = F.mse_loss(xp, pred, target, self._c)
+        value, self._diff = F.mse_loss(self._backend.sum, pred, target, self._c)
         return value
 
     def _backward(self) -> Array:

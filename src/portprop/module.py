@@ -73,8 +73,7 @@ class Module:
     def forward(self, X: Array) -> Array:
         """Compute the output for a batch ``X`` and keep what :meth:`backward` needs."""
         self._check_input(X, "X")
-        with self.backend.scope():
-            return self._forward(X)
+        return self.backend.run(self._forward, X)
 
     def backward(self, grad_output: Array, *, input_grad: bool = True) -> Array | None:
         """Back-propagate ``grad_output`` (the gradient of the loss with respect to the
@@ -85,8 +84,7 @@ class Module:
         ``input_grad=False`` (which skips the input-gradient product of the first layer).
         """
         self._check_input(grad_output, "grad_output")
-        with self.backend.scope():
-            return self._backward(grad_output, input_grad)
+        return self.backend.run(self._backward, grad_output, input_grad)
 
     def _forward(self, X: Array) -> Array:
         raise NotImplementedError

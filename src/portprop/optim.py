@@ -157,14 +157,18 @@ class Optimizer:
         """Apply one update to every parameter that has a gradient (the others are
         skipped, and their step count does not advance)."""
         first = self.state[0].get("backend") or backend_of(self.params[0].data)
-        with first.scope():  # CuPy computes on the current device; the others ignore it
-            for p, state in zip(self.params, self.state, strict=True):
-                g = p.grad
-                if g is None:
-                    continue
-                backend, scratch = self._backend_and_scratch(p, state)
-                state["step"] = state.get("step", 0) + 1
-                self._update(p, g, state, backend, scratch)
+        first.run(self._update_all)  # CuPy computes on the current device; the others ignore it
+
+    def _update_all(self) -> None:
+        for p, state in zip(self.params, self.state, strict=True):
+            g = p.grad
+            if g is None:
+                continue
+            backend = state.get("backend")
+            if backend is None or not backend.owns(p.data) or state["dtype"] != p.data.dtype:
+                backend, _ = self._backend_and_scratch(p, state)  # first step, or it moved
+            state["step"] = state.get("step", 0) + 1
+            self._update(p, g, state, backend, state["scratch"])
 
     def _update(
         self,
