@@ -594,6 +594,9 @@ def save(
 ) -> None:
     """Save a model (and optionally its optimizer) to a checkpoint file, atomically.
 
+    The global host generator's state (:func:`portprop.manual_seed`) and the state of
+    every dropout layer's generator are saved too; :func:`restore_rng` restores them.
+
     Parameters
     ----------
     path : str or path-like
@@ -608,9 +611,6 @@ def save(
     extra : optional
         Any JSON-serializable data of yours (a :class:`~portprop.datasets.Standardizer`'s
         ``to_dict()``, a training history, ...).
-
-    The global host generator's state (:func:`portprop.manual_seed`) and the state of
-    every dropout layer's generator are saved too; :func:`restore_rng` restores them.
 
     Raises
     ------
