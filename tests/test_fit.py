@@ -519,9 +519,10 @@ def test_clip_grad_norm_with_the_real_clipping(backend):
     steps = 2 * (N // B)
     assert 0 < moved <= steps * 0.5 * 1e-3 * 1.001  # each step moves at most lr * max_norm
     assert moved < np.abs(_params(free)["0.weight"] - initial["0.weight"]).max()
-    X[3, 1] = np.nan
+    # (NaN in the data is refused before training: a layer makes the loss NaN instead)
+    poisoned = pp.Sequential(*clipped.layers, _NaNFromCall(1, backend=backend))
     with pytest.raises(pp.TrainingDivergedError, match="loss is nan"):
-        pp.fit(clipped, pp.CrossEntropyLoss(), pp.SGD(clipped.parameters(), lr=0.5), X, y,
+        pp.fit(poisoned, pp.CrossEntropyLoss(), pp.SGD(poisoned.parameters(), lr=0.5), X, y,
                clip_grad_norm=1.0, batch_size=B, shuffle=False, verbose=0)  # fmt: skip
 
 
@@ -530,10 +531,24 @@ def test_clip_grad_norm_with_the_real_clipping(backend):
 # --------------------------------------------------------------------------------------
 
 
-def test_nan_in_the_data_raises_before_the_step(backend):
+class _NaNFromCall(pp.Identity):
+    """The identity until its ``call``-th forward pass (counted from 1), NaN from then on:
+    a loss that turns NaN in the middle of training (NaN in the data is refused before
+    training starts, see tests/test_reliability_inputs.py)."""
+
+    def __init__(self, call: int, **kw) -> None:
+        super().__init__(**kw)
+        self.call, self.calls = call, 0
+
+    def _forward(self, X):
+        self.calls += 1
+        return X * float("nan") if self.calls >= self.call else X
+
+
+def test_a_nan_loss_raises_before_the_step(backend):
     X, y = _host_disk(N, seed=18)
-    X[40, 0] = np.nan  # sample 40: in the third batch of 16
     model = _mlp(backend)
+    model = pp.Sequential(*model.layers, _NaNFromCall(3, backend=backend))  # the third batch
     recorder = _Recorder()
     with pytest.raises(pp.TrainingDivergedError) as info:
         pp.fit(model, pp.CrossEntropyLoss(), pp.SGD(model.parameters(), lr=0.1), X, y,
@@ -542,7 +557,7 @@ def test_nan_in_the_data_raises_before_the_step(backend):
     assert (err.epoch, err.batch, err.quantity) == (1, 3, "loss")
     message = str(err)
     assert "epoch 1 of 1, batch 3 of 4 (both counted from 1)" in message
-    assert "inputs themselves hold NaN" in message
+    assert "Lower the learning rate" in message
     assert len(recorder.after_batch) == 2
     _assert_params_equal(_params(model), recorder.after_batch[-1])
     assert isinstance(err, FloatingPointError)
@@ -649,7 +664,7 @@ _BAD = [
     ({"validation_split": 0.99}, ValueError, "leaves 0 for training and 64 for validation"),
     ({"x_1d": True}, ValueError, r"X must be 2-D .* got shape \(128,\).*reshape"),
     ({"metrics": ("loss", "f1")}, ValueError, r"unknown metric\(s\) \['f1'\].*\('loss', 'accuracy'\)"),
-    ({"x_features": 3}, ValueError, "X has 3 features, but the layer expects 2"),
+    ({"x_features": 3}, ValueError, "X has 3 features, but the model expects 2"),
     ({"mse_accuracy": True}, ValueError, "metric 'accuracy' needs class labels"),
     ({"verbose": 3}, ValueError, "verbose must be 0, 1 or 2"),
     ({"callbacks": [object()]}, TypeError, r"callbacks\[0\] must be a portprop Callback"),
@@ -662,7 +677,7 @@ _BAD = [
 @pytest.mark.parametrize(("change", "error", "match"), _BAD)
 def test_bad_arguments_leave_model_and_optimizer_unchanged(backend, change, error, match):
     X, y = _host_disk(N, seed=22)
-    model = _mlp(backend)
+    model = _mlp(backend, outputs=1 if "mse_accuracy" in change else 2)
     model.eval()
     opt = pp.SGD(model.parameters(), lr=0.1, momentum=0.9)
     before = _params(model)

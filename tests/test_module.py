@@ -208,7 +208,7 @@ def test_to_moves_every_parameter(backend64):
 def test_wrong_feature_count_is_named(backend):
     model = _net(backend)
     X = pp.asarray(np.ones((5, 4), dtype=np.float32), backend=backend)
-    with pytest.raises(ValueError, match=r"X has 4 features, but the layer expects 3"):
+    with pytest.raises(ValueError, match=r"X has 4 features, but the model expects 3"):
         model.forward(X)
 
 

@@ -522,8 +522,36 @@ def _load_data(
             "labels_key": labels_key,
         }
         data = _Data(X, y, source, str(path))
-    _check_finite(data.X, data.name)
+    _check_data(data)
     return data
+
+
+def _check_data(data: _Data) -> None:
+    """Refuse data that no model can be trained or evaluated on, naming the file."""
+    n_samples, n_features = data.X.shape
+    if n_samples == 0:
+        msg = f"{data.name}: holds no samples (features of shape {data.X.shape})"
+        raise _UserError(msg)
+    if n_features == 0:
+        msg = f"{data.name}: holds no feature columns (features of shape {data.X.shape})"
+        raise _UserError(msg)
+    _check_finite(data.X, data.name)
+    y = data.y
+    if y.dtype.kind not in "biufUS":
+        msg = (
+            f"{data.name}: the labels must be integers, real numbers, booleans or strings, "
+            f"got dtype {y.dtype}"
+        )
+        raise _UserError(msg)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if np.any(bad):
+            first = int(np.argmax(bad))
+            msg = (
+                f"{data.name}: the labels hold {int(bad.sum())} NaN or infinite values (the "
+                f"first in sample {first}: {y[first]}); clean the data first"
+            )
+            raise _UserError(msg)
 
 
 def _check_finite(X: np.ndarray[Any, Any], name: str) -> None:
@@ -602,19 +630,16 @@ def _shorten(items: Sequence[Any], limit: int = 12) -> str:
 
 
 def _task_for_training(loss: str, y: np.ndarray[Any, Any]) -> _Task:
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)):
-            msg = "the labels hold NaN or infinite values"
-            raise _UserError(msg)
-        if not np.all(y == np.round(y)):
-            if loss == "mse":
-                return _Task("mse", None, 1)
-            example = float(y[y != np.round(y)][0])
-            msg = (
-                f"--loss {loss} needs class labels, but the labels are real numbers (such "
-                f"as {example!r}); use --loss mse for a regression"
-            )
-            raise _UserError(msg)
+    # the labels are finite: _load_data checked them
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        if loss == "mse":
+            return _Task("mse", None, 1)
+        example = float(y[y != np.round(y)][0])
+        msg = (
+            f"--loss {loss} needs class labels, but the labels are real numbers (such "
+            f"as {example!r}); use --loss mse for a regression"
+        )
+        raise _UserError(msg)
     unique = np.unique(y)
     classes = [c.item() for c in unique]
     classes = [int(c) if isinstance(c, float) else c for c in classes]  # whole numbers

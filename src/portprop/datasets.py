@@ -20,6 +20,7 @@ import numpy as np
 
 from portprop._backend import Backend, backend_of, host_generator, resolve
 from portprop._backend import _is_array as _is_backend_array
+from portprop.module import rank_hint
 
 __all__ = [
     "DISK_RADIUS",
@@ -404,10 +405,20 @@ class Standardizer:
         if host.ndim != 2 or host.shape[0] < 1 or host.dtype.kind not in "biuf":
             msg = (
                 "X must be a non-empty 2-D numeric array (samples, features), got shape "
-                f"{host.shape} and dtype {host.dtype}"
+                f"{host.shape} and dtype {host.dtype}.{rank_hint('X', host.ndim)}"
             )
             raise ValueError(msg)
         host = host.astype(np.float64)
+        bad = ~np.isfinite(host)
+        if np.any(bad):  # the statistics would be NaN, and so would every scaled value
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            what = "NaN" if np.isnan(host[row, col]) else "infinity"
+            msg = (
+                f"Input X contains {what} (first at sample {row}, feature {col}; "
+                f"{int(bad.sum())} NaN or infinite values in all): the Standardizer needs "
+                "finite values"
+            )
+            raise ValueError(msg)
         mean = host.mean(axis=0)
         std = host.std(axis=0)
         # as scikit-learn does: a scale this close to 0 is a constant feature

@@ -11,7 +11,7 @@ from typing import Any
 from portprop import functional as F
 from portprop._backend import Backend, BackendGenerator
 from portprop.init import draw_linear
-from portprop.module import Module, Parameter
+from portprop.module import Module, Parameter, rank_hint
 
 __all__ = ["Dropout", "Identity", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Tanh"]
 
@@ -72,25 +72,26 @@ class Linear(Module):
         self.bias = Parameter(self.backend.from_host(b, self.dtype)) if bias else None
         self._X: Array | None = None
 
-    def _check_input(self, X: Array, argname: str) -> None:
-        super()._check_input(X, argname)
-        expected = self.in_features if argname == "X" else self.out_features
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
+        super()._check_input(X, argname, grad=grad)
+        expected = self.out_features if grad else self.in_features
         if X.ndim != 2:
-            hint = (
-                " Reshape a single sample with x.reshape(1, -1), or a single feature with"
-                " x.reshape(-1, 1)."
-                if X.ndim == 1
-                else ""
-            )
+            hint = rank_hint(argname, X.ndim)
             msg = f"{argname} must be 2-D (batch, {expected}) but has shape {tuple(X.shape)}.{hint}"
             raise ValueError(msg)
         if X.shape[1] != expected:
-            what = "features" if argname == "X" else "columns"
+            what = "columns" if grad else "features"
             msg = (
-                f"{argname} has {X.shape[1]} {what}, but the layer expects {expected} "
+                f"{argname} has {X.shape[1]} {what}, but the model expects {expected} "
                 f"(shape {tuple(X.shape)})"
             )
             raise ValueError(msg)
+
+    def _n_in(self) -> int:
+        return self.in_features
+
+    def _n_out(self) -> int:
+        return self.out_features
 
     def _forward(self, X: Array) -> Array:
         self._X = X
@@ -118,6 +119,8 @@ class Linear(Module):
 
 class _Activation(Module):
     """An elementwise :math:`\\sigma`: no parameters, any number of columns."""
+
+    _elementwise = True
 
     def __init__(
         self, *, backend: Backend | str | None = None, device: Any = None, dtype: Any = None

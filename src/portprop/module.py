@@ -7,8 +7,9 @@ parameters into their ``grad`` and returns the gradient with respect to its inpu
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from portprop._backend import Backend, dtype_name, resolve
 from portprop.errors import StateDictError
@@ -16,6 +17,24 @@ from portprop.errors import StateDictError
 __all__ = ["Module", "Parameter", "Sequential"]
 
 Array = Any
+
+
+def rank_hint(argname: str, ndim: int) -> str:
+    """How to reshape an array of ``ndim`` dimensions into ``(samples, features)``, as a
+    sentence to append to an error message (empty for a 2-D array)."""
+    if ndim == 0:
+        return f" Wrap a single value as one sample of one feature with {argname}.reshape(1, 1)."
+    if ndim == 1:
+        return (
+            f" Reshape one feature per sample with {argname}.reshape(-1, 1), or a single "
+            f"sample with {argname}.reshape(1, -1)."
+        )
+    if ndim > 2:
+        return (
+            f" Flatten each sample's trailing dimensions with "
+            f"{argname}.reshape({argname}.shape[0], -1)."
+        )
+    return ""
 
 
 class Parameter:
@@ -56,11 +75,19 @@ class Module:
 
     Subclasses implement ``_forward(X)`` and ``_backward(dl_dy, input_grad)``; the public
     :meth:`forward` and :meth:`backward` check their arguments first.
+
+    A module whose output always has its input's shape (an activation) sets the class
+    attribute ``_elementwise = True``; one that needs a fixed number of input features
+    or gives a fixed number of outputs says so through ``_n_in()`` and ``_n_out()``
+    (:class:`~portprop.Linear` does).  :class:`Sequential` uses them to check the
+    number of features of its input, and :func:`portprop.fit` the width of the targets,
+    before any computation.
     """
 
     backend: Backend
     dtype: Any
     training: bool
+    _elementwise: ClassVar[bool] = False
 
     def __init__(
         self, *, backend: Backend | str | None = None, device: Any = None, dtype: Any = None
@@ -83,7 +110,7 @@ class Module:
         between steps.  Returns the gradient with respect to the input, or ``None`` when
         ``input_grad=False`` (which skips the input-gradient product of the first layer).
         """
-        self._check_input(grad_output, "grad_output")
+        self._check_input(grad_output, "grad_output", grad=True)
         return self.backend.run(self._backward, grad_output, input_grad)
 
     def _forward(self, X: Array) -> Array:
@@ -92,7 +119,9 @@ class Module:
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:
         raise NotImplementedError
 
-    def _check_input(self, X: Array, argname: str) -> None:
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:  # noqa: ARG002
+        """Raise unless ``X`` (an input, or with ``grad`` the gradient of an output) is an
+        array of the model's backend, device and dtype; subclasses add shape checks."""
         self.backend.check(X, argname)
         if X.dtype != self.dtype:
             msg = (
@@ -102,6 +131,14 @@ class Module:
                 f"backend={self.backend.name!r})"
             )
             raise TypeError(msg)
+
+    def _n_in(self) -> int | None:
+        """The number of input features :meth:`forward` needs, or ``None`` if it takes any."""
+        return None
+
+    def _n_out(self) -> int | None:
+        """The number of output columns :meth:`forward` gives, or ``None`` if unknown."""
+        return None
 
     def _require_cache(self, cached: Any) -> None:
         if cached is None:
@@ -249,6 +286,20 @@ class Sequential(Module):
                 raise ValueError(msg)
         self.layers = tuple(layers)
         self.backend, self.dtype, self.training = backend, dtype, True
+        # The layers that fix the width: the first and the last that are not elementwise.
+        # X is checked by the first (activations before it keep its shape), grad_output
+        # by the last.
+        shaped = [i for i, layer in enumerate(layers) if not layer._elementwise]
+        self._entry = shaped[0] if shaped else 0
+        self._exit = shaped[-1] if shaped else len(layers) - 1
+        for i, j in itertools.pairwise(shaped):
+            n_out, n_in = layers[i]._n_out(), layers[j]._n_in()
+            if n_out is not None and n_in is not None and n_out != n_in:
+                msg = (
+                    f"layer {j} ({type(layers[j]).__name__}) expects {n_in} input features, "
+                    f"but layer {i} ({type(layers[i]).__name__}) gives {n_out} outputs"
+                )
+                raise ValueError(msg)
         # The layers never change, so neither does the list of parameters.
         self._parameters = [p for _, p in super().named_parameters()]
         with_params = [i for i, layer in enumerate(layers) if layer.parameters()]
@@ -275,11 +326,20 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
-    def _check_input(self, X: Array, argname: str) -> None:
-        if argname == "X":  # the first layer also checks the number of features
-            self.layers[0]._check_input(X, argname)
-        else:
-            super()._check_input(X, argname)
+    @property
+    def _elementwise(self) -> bool:  # type: ignore[override]
+        return all(layer._elementwise for layer in self.layers)
+
+    def _n_in(self) -> int | None:
+        return self.layers[self._entry]._n_in()
+
+    def _n_out(self) -> int | None:
+        return self.layers[self._exit]._n_out()
+
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
+        # The layer that fixes the width checks the backend, the dtype, the rank and
+        # the number of columns, so that a backend's own matmul error never surfaces.
+        self.layers[self._exit if grad else self._entry]._check_input(X, argname, grad=grad)
 
     def _forward(self, X: Array) -> Array:
         for layer in self.layers:

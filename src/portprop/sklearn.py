@@ -12,14 +12,17 @@ with :func:`portprop.fit`, on any backend::
 scikit-learn is an optional dependency (``pip install 'portprop[sklearn]'``); ``import
 portprop`` does not import this module.
 
-Data
-----
+Input data
+----------
 ``X`` and ``y`` may be NumPy arrays, lists, pandas frames or sparse-free array-likes,
 validated by :func:`sklearn.utils.validation.validate_data` (NaN, infinity, complex
-and object data are refused as scikit-learn refuses them), or arrays of any portprop
-backend (torch, CuPy, JAX, array-api-strict), which are checked on their own device
-(2-D, real, finite) and never copied to the host.  Targets are read on the host: class
-labels are encoded there (``classes_``), and regression targets are small.
+data and strings are refused as scikit-learn refuses them; object arrays of numbers,
+integers and booleans are converted), or arrays of any portprop backend (torch, CuPy,
+JAX, array-api-strict), which are checked on their own device (2-D, real, finite; the
+finiteness by :func:`portprop.fit` or :func:`portprop.predict`, in one reduction) and
+never copied to the host.  Targets are read on the host: class labels are encoded there
+(``classes_``), and regression targets are small.  The estimators' Notes list every
+rule.
 
 With ``backend=None`` the model lives where portprop's rules put it: on the backend of
 ``X`` when ``X`` is an array of a backend other than NumPy, else on the current
@@ -79,12 +82,14 @@ that backend is unavailable).  A ``backend`` parameter given as a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
+import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -92,18 +97,26 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from portprop import functional as F
-from portprop._backend import Backend, backend_of, dtype_name, get_backend, resolve
+from portprop._backend import Backend, _is_array, backend_of, dtype_name, get_backend, resolve
 from portprop.errors import BackendUnavailableError, TrainingDivergedError, UnknownBackendError
 from portprop.layers import Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from portprop.losses import CrossEntropyLoss, MSELoss
-from portprop.module import Module, Parameter, Sequential
+from portprop.module import Module, Parameter, Sequential, rank_hint
 from portprop.optim import SGD, Adam, AdamW, Optimizer, RMSprop
-from portprop.training import Callback, fit, predict
+from portprop.training import (
+    Callback,
+    _as_array,
+    _first_value,
+    _kind,
+    _require_numbers,
+    fit,
+    predict,
+)
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -318,6 +331,68 @@ def _to_host(y: Any) -> Any:
     return y if backend is None else backend.to_host(y)
 
 
+def _require_2d_like_sklearn(X: Array) -> None:
+    """scikit-learn's "Expected 2D array" error, with a reshape hint for every rank."""
+    if X.ndim != 2:
+        got = "scalar array" if X.ndim == 0 else f"{X.ndim}D array"
+        msg = (
+            f"Expected 2D array, got {got} instead (X of shape {tuple(X.shape)})."
+            f"{rank_hint('X', X.ndim)}"
+        )
+        raise ValueError(msg)
+
+
+def _n_samples(x: Any) -> int | None:
+    """The length of ``x`` if it is cheap to know, else ``None`` (checked later)."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) > 0 and shape[0] is not None else None
+    try:
+        return len(x)
+    except TypeError:
+        return None
+
+
+def _host_input(x: Any, argname: str, *, numeric: bool) -> Any:
+    """Lists and tuples as NumPy arrays (ragged ones refused with a message that names
+    ``argname``); with ``numeric``, arrays of strings or complex numbers refused.
+
+    Object arrays and pandas objects are left to scikit-learn, which converts object
+    arrays of numbers and keeps the column names of data frames.
+    """
+    if isinstance(x, list | tuple):
+        x = _as_array(x, argname)
+    if numeric and _is_array(x):
+        kind = _kind(x)
+        if kind == "complex":
+            msg = (
+                f"Complex data not supported: {argname} has dtype {dtype_name(x.dtype)}; "
+                f"pass {argname}.real if the imaginary parts are meaningless"
+            )
+            raise ValueError(msg)
+        if kind == "strings":
+            msg = (
+                f"{argname} must hold numbers, got strings (dtype {dtype_name(x.dtype)}, the "
+                f"first is {_first_value(x)}): could not convert string to float"
+            )
+            raise ValueError(msg)
+    return x
+
+
+@contextlib.contextmanager
+def _named(argname: str) -> Iterator[None]:
+    """Put ``argname`` in front of the messages of scikit-learn's checks that do not
+    name it ("Expected 2D array, ...", "Found array with 0 sample(s) ..."), so that every
+    message says which argument is wrong; the exception itself is unchanged."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        first = exc.args[0] if exc.args else None
+        if isinstance(first, str) and not re.search(rf"\b{re.escape(argname)}\b", first):
+            exc.args = (f"{argname}: {first}", *exc.args[1:])
+        raise
+
+
 # --------------------------------------------------------------------------------------
 # The estimators
 # --------------------------------------------------------------------------------------
@@ -396,12 +471,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
     def _validation_score(self, X_val: Array, y_val: Any) -> float:
         raise NotImplementedError
 
-    def _y_validation(self) -> dict[str, Any]:
-        """Keywords of ``validate_data`` for ``y``."""
-        raise NotImplementedError
-
     def _check_y_host(self, y: Any) -> Any:
-        """Validate host targets that came with an ``X`` of another backend."""
+        """Validate host targets (scikit-learn's checks of ``y``)."""
         raise NotImplementedError
 
     def _reported_loss_scale(self) -> float:
@@ -443,60 +514,44 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
 
     def _check_X(self, X: Any, *, reset: bool) -> Any:
         """``X`` for a model: a host array validated by scikit-learn, or an array of
-        another backend checked on its device."""
-        device_backend = _device_backend(X)
-        if device_backend is None:
-            return validate_data(self, X, reset=reset, dtype=("float64", "float32"))
-        self._check_device_X(X, device_backend, reset=reset)
-        return X
+        another backend checked on its device (its values are checked for NaN and
+        infinity by :func:`portprop.fit` and :func:`portprop.predict`, in one reduction)."""
+        X = _host_input(X, "X", numeric=True)
+        if len(getattr(X, "shape", ())) > 2:  # scikit-learn's message has no reshape hint
+            _require_2d_like_sklearn(X)
+        with _named("X"):
+            device_backend = _device_backend(X)
+            if device_backend is None:
+                return validate_data(self, X, reset=reset, dtype=("float64", "float32"))
+            self._check_device_X(X, reset=reset)
+            return X
 
     def _check_X_y(self, X: Any, y: Any, *, reset: bool) -> tuple[Any, Any]:
-        device_backend = _device_backend(X)
-        if device_backend is None:
-            X, y = validate_data(
-                self, X, y, reset=reset, dtype=("float64", "float32"), **self._y_validation()
-            )
-            return X, y
         if y is None:
             msg = f"{type(self).__name__} requires y to be passed, but the target y is None"
             raise ValueError(msg)
-        self._check_device_X(X, device_backend, reset=reset)
-        y = self._check_y_host(_to_host(y))
-        if y.shape[0] != X.shape[0]:
-            msg = (
-                f"Found input variables with inconsistent numbers of samples: "
-                f"[{X.shape[0]}, {y.shape[0]}]"
-            )
+        y = _host_input(y, "y", numeric=isinstance(self, RegressorMixin))
+        X = _host_input(X, "X", numeric=True)
+        n_x, n_y = _n_samples(X), _n_samples(y)
+        if n_x is not None and n_y is not None and n_x != n_y:
+            msg = f"X and y must hold as many samples: X has {n_x}, y has {n_y}"
             raise ValueError(msg)
+        X = self._check_X(X, reset=reset)
+        with _named("y"):
+            y = self._check_y_host(_to_host(y))
         return X, y
 
-    def _check_device_X(self, X: Array, backend: Backend, *, reset: bool) -> None:
-        xp = backend.xp
-        if X.ndim != 2:
-            msg = (
-                f"Expected 2D array, got {X.ndim}D array instead: reshape your data with "
-                "X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it holds "
-                "a single sample."
-            )
-            raise ValueError(msg)
-        if xp.isdtype(X.dtype, "complex floating"):
-            msg = "Complex data not supported"
-            raise ValueError(msg)
-        if not xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
-            msg = f"X must hold real numbers, got dtype {dtype_name(X.dtype)}"
-            raise TypeError(msg)
+    def _check_device_X(self, X: Array, *, reset: bool) -> None:
+        """What scikit-learn checks of a host ``X``, but free: nothing is read back."""
+        _require_2d_like_sklearn(X)
+        _require_numbers(X, "X", "features")
         n_samples, n_features = X.shape
-        if n_samples < 1 or n_features < 1:
-            msg = (
-                f"Found array with {n_samples} sample(s) and {n_features} feature(s) "
-                f"(shape={tuple(X.shape)}) while a minimum of 1 of each is required."
-            )
-            raise ValueError(msg)
-        if xp.isdtype(X.dtype, "real floating"):
-            with backend.scope():
-                finite = bool(xp.all(xp.isfinite(X)))
-            if not finite:
-                msg = "Input X contains NaN or infinity."
+        for count, what in ((n_samples, "sample"), (n_features, "feature")):
+            if count < 1:
+                msg = (
+                    f"Found array with {count} {what}(s) (shape={tuple(X.shape)}) while a "
+                    f"minimum of 1 is required by {type(self).__name__}."
+                )
                 raise ValueError(msg)
         if reset:
             self.n_features_in_ = n_features
@@ -569,6 +624,25 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
     # ---- training --------------------------------------------------------------------
 
     def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> _BaseMLP:
+        """Train; a call that raises leaves the estimator as it was before it.
+
+        The fitted attributes are restored from a shallow copy of ``__dict__``: a failed
+        ``fit`` keeps the previous model (a new one is built only after every check
+        passed), and a failed ``partial_fit`` keeps the bookkeeping (``n_iter_``,
+        ``t_``, ``loss_curve_``).  The one thing not undone is the parameters of a
+        ``partial_fit`` that diverged during its epoch: they keep the last finite values,
+        as :func:`portprop.fit` leaves them (restoring them would cost a copy of every
+        parameter at every call).  An interrupt (``KeyboardInterrupt``) restores nothing.
+        """
+        saved = dict(self.__dict__)
+        try:
+            return self._fit_unguarded(X, y, incremental=incremental, classes=classes)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit_unguarded(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> _BaseMLP:
         params = self._check_params()
         first = not incremental or not hasattr(self, "model_")
         if incremental and self.early_stopping:
@@ -821,6 +895,33 @@ default "relu"
         The dtype the model computes in.
 """
 
+_NOTES_DOC = """
+    Notes
+    -----
+    Every check runs before any training step, and each message names the argument
+    (``X`` or ``y``) with what was expected and what was found; where scikit-learn's
+    own message does not name it, ``"X: "`` or ``"y: "`` is put in front.
+
+    - ``X`` must be 2-D (the message says how to reshape it), with at least one sample
+      and one feature, as many samples as ``y``, and, after ``fit``, the number of
+      features seen by ``fit`` (``"X has 4 features, but MLPClassifier is expecting
+      3 features as input."``); ragged lists are refused (``ValueError``).
+    - NaN and infinity in ``X`` or ``y`` are refused (``ValueError("Input X contains
+      NaN...")``).
+    - Strings and complex numbers in ``X`` (or in a regressor's ``y``) are refused with
+      a ``ValueError``, as scikit-learn refuses them; Boolean, integer and object
+      arrays of numbers are converted to the model's dtype (integers beyond
+      :math:`2^{24}` are rounded in float32).  Class labels may be of any kind.
+    - Data of any floating dtype is cast to the model's ``dtype``: float64 data for the
+      float32 default is cast, on every backend alike.
+    - ``predict``, ``predict_proba``, ``predict_log_proba`` and ``score`` before
+      ``fit`` raise :class:`~sklearn.exceptions.NotFittedError`.
+    - A ``fit`` or ``partial_fit`` that raises leaves the estimator as it was: a failed
+      ``fit`` of a fitted estimator keeps its previous model.  Only a ``partial_fit``
+      whose training diverged keeps the parameters of its last finite step, as
+      :func:`portprop.fit` does.
+"""
+
 _ATTRIBUTES_DOC = """
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -865,13 +966,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         The class labels; ``predict`` returns them and ``predict_proba``'s columns follow
         their order."""
         + _ATTRIBUTES_DOC
+        + _NOTES_DOC
     )
 
-    def _y_validation(self) -> dict[str, Any]:
-        return {}
-
     def _check_y_host(self, y: Any) -> Any:
-        return column_or_1d(y, warn=True)
+        y = column_or_1d(y, warn=True)
+        assert_all_finite(y, input_name="y")
+        return y
 
     def _validate_targets(self, y: Any, *, first: bool, classes: Any) -> Any:
         check_classification_targets(y)
@@ -968,10 +1069,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     Attributes
     ----------"""
         + _ATTRIBUTES_DOC
+        + _NOTES_DOC
     )
-
-    def _y_validation(self) -> dict[str, Any]:
-        return {"multi_output": True, "y_numeric": True}
 
     def _check_y_host(self, y: Any) -> Any:
         return check_array(y, ensure_2d=False, dtype=("float64", "float32"), input_name="y")

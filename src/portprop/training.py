@@ -11,11 +11,12 @@ They wrap the manual loop of forward, loss, backward and step::
 and add mini-batching, shuffling, validation, metrics, callbacks, learning-rate
 schedules, gradient clipping, a check for divergence and a progress display.
 
-Data
-----
+Input data
+----------
 ``X`` and ``y`` may come from any supported library (NumPy, torch, JAX, CuPy,
-array-api-strict) or be nested lists.  They are converted **once**, before the first
-epoch, to the model's backend, device and dtype:
+array-api-strict) or be nested lists, tuples or other array-likes (pandas objects),
+which are read on the host with NumPy first.  They are converted **once**, before the
+first epoch, to the model's backend, device and dtype:
 
 - data that already lives there, in the model's dtype, is used as is (no copy);
 - data of another library on the same device is imported through DLPack (no copy,
@@ -23,7 +24,7 @@ epoch, to the model's backend, device and dtype:
 - host data (NumPy arrays, lists) for a model on a GPU costs one host-to-device copy;
 - floating data of another floating dtype (float64 data for a float32 model) is cast,
   which costs one more copy.  The low-level :meth:`Module.forward` refuses such data;
-  these functions convert it for you.
+  these functions convert it for you, the same way on every backend.
 
 The whole data set then stays on the device: a data set that does not fit in device
 memory must be batched by hand.  Features ``X`` must be 2-D ``(samples, features)``.
@@ -31,6 +32,9 @@ Targets ``y`` are class labels ``(samples,)`` of an integer dtype for
 :class:`~portprop.CrossEntropyLoss` (floating or boolean labels holding whole numbers
 are converted, a ``(samples, 1)`` column is flattened); for other losses they are cast
 to the model's dtype, and a 1-D ``y`` becomes a ``(samples, 1)`` column.
+
+Every argument is checked before any computation; the Notes of :func:`fit` list what
+is refused and what is converted.
 
 Cost of the divergence check
 ----------------------------
@@ -78,19 +82,28 @@ line per epoch, always.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from portprop import optim as _optim
-from portprop._backend import Backend, dtype_name, host_generator
+from portprop._backend import (
+    Backend,
+    _is_array,
+    backend_of,
+    dtype_name,
+    get_backend,
+    host_generator,
+)
 from portprop.errors import TrainingDivergedError
 from portprop.losses import BCEWithLogitsLoss, CrossEntropyLoss
-from portprop.module import Module, Parameter
+from portprop.module import Module, Parameter, rank_hint
 
 __all__ = [
     "METRICS",
@@ -125,8 +138,9 @@ class History:
     ----------
     history : dict of str to list of float
         One value per epoch for each of ``"loss"``, ``"accuracy"`` (when asked for),
-        ``"val_loss"`` and ``"val_accuracy"`` (with validation data), and ``"lr"`` (the
-        learning rate used during the epoch, when a ``schedule`` is given).
+        ``"val_loss"`` and ``"val_accuracy"`` (with validation data), and ``"lr"`` (when
+        a ``schedule`` is given: the learning rate of the epoch's last optimizer step,
+        which is the epoch's only one for a schedule stepped per epoch).
     epoch : list of int
         The epochs run, counted from 0.
     time_per_epoch : list of float
@@ -416,32 +430,197 @@ def _check_lengths(X: Any, y: Any, xname: str, yname: str) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Conversion to the model's backend
+# Conversion to the model's backend, and the checks of the values
 # --------------------------------------------------------------------------------------
-
-
-def _as_features(backend: Backend, dtype: Any, X: Any, argname: str) -> Array:
-    """``X`` on the model's backend and in its dtype, 2-D; moved only if needed."""
-    _require_2d(X, argname)
-    if not (backend.owns(X) and X.dtype == dtype):
-        X = backend.asarray(X, dtype=dtype)
-    _require_2d(X, argname)
-    return X
 
 
 def _require_2d(X: Any, argname: str) -> None:
     """Raise unless ``X`` is 2-D; objects without a shape (lists) pass until converted."""
     shape = getattr(X, "shape", None)
+    if shape is None and isinstance(X, numbers.Number):
+        shape = ()
     if shape is None or len(shape) == 2:
         return
-    hint = ""
-    if len(shape) == 1:
-        hint = (
-            f" Reshape one feature per sample with {argname}.reshape(-1, 1), or a single "
-            f"sample with {argname}.reshape(1, -1)."
-        )
-    msg = f"{argname} must be 2-D (samples, features), got shape {tuple(shape)}.{hint}"
+    ndim = len(shape)
+    shown = f"shape {tuple(shape)}" + ("" if ndim else " (a single value)")
+    msg = f"{argname} must be 2-D (samples, features), got {shown}.{rank_hint(argname, ndim)}"
     raise ValueError(msg)
+
+
+def _as_array(x: Any, argname: str) -> Array:
+    """``x`` itself when it is an array of any backend; else (lists, tuples, pandas
+    objects, other array-likes) a NumPy array built on the host, where the data is."""
+    if _is_array(x):
+        return x
+    try:
+        return get_backend(backend="numpy").xp.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise _unreadable(x, argname, exc) from None
+
+
+def _unreadable(x: Any, argname: str, exc: Exception) -> Exception:
+    """The error for data NumPy cannot turn into an array: ragged rows, most often."""
+    if isinstance(x, Sequence) and not isinstance(x, str):
+        lengths = [len(row) if isinstance(row, Sized) else None for row in x]
+        for i, n in enumerate(lengths):
+            if n != lengths[0]:
+                first = "not a sequence" if lengths[0] is None else f"{lengths[0]} values"
+                here = "not a sequence" if n is None else f"{n} values"
+                msg = (
+                    f"{argname} is ragged: its rows must all have the same length, but row 0 "
+                    f"has {first} and row {i} has {here}; pass a rectangular array"
+                )
+                return ValueError(msg)
+    msg = f"{argname} cannot be read as an array of numbers: {exc}"
+    return ValueError(msg)
+
+
+def _kind(x: Array) -> str:
+    """What ``x`` holds: ``"bool"``, ``"integer"``, ``"floating"``, ``"complex"``,
+    ``"strings"``, ``"objects"``, or else the name of its dtype."""
+    dtype = x.dtype
+    code = getattr(dtype, "kind", None)  # NumPy's one-letter code; other libraries lack it
+    if code in ("U", "S", "T"):
+        return "strings"
+    if code == "O":
+        return "objects"
+    xp = backend_of(x).xp
+    for kind, label in (
+        ("bool", "bool"),
+        ("integral", "integer"),
+        ("real floating", "floating"),
+        ("complex floating", "complex"),
+    ):
+        with contextlib.suppress(TypeError, ValueError):
+            if xp.isdtype(dtype, kind):
+                return label
+    return dtype_name(dtype)
+
+
+def _first_value(x: Array) -> str:
+    """The first element of ``x`` as shown in a message (error path only)."""
+    try:
+        host = backend_of(x).to_host(x)
+        return repr(host.reshape(-1)[0].item()) if host.size else "none"
+    except Exception:  # noqa: BLE001 - a message must not fail
+        return "?"
+
+
+def _require_numbers(x: Array, argname: str, what: str) -> str:
+    """Raise a ``TypeError`` unless ``x`` holds bool, integer or real floating values;
+    return which.  ``what`` says what the values are for (in the message)."""
+    kind = _kind(x)
+    if kind in ("bool", "integer", "floating"):
+        return kind
+    name = dtype_name(x.dtype)
+    if kind == "complex":
+        detail = (
+            f"complex values (dtype {name}); portprop computes with real numbers: pass "
+            f"{argname}.real if the imaginary parts are meaningless"
+        )
+    elif kind == "strings":
+        detail = (
+            f"strings (dtype {name}, the first is {_first_value(x)}); encode them as numbers first"
+        )
+    elif kind == "objects":
+        detail = (
+            f"Python objects (dtype object); convert it with numpy.asarray({argname}, "
+            "dtype=float) if they are numbers"
+        )
+    else:
+        detail = f"dtype {name}"
+    msg = f"{argname} must hold real numbers (bool, integer or floating) as {what}, got {detail}"
+    raise TypeError(msg)
+
+
+class _Checks:
+    """Conditions on the values of the data, computed on the device as 0-d booleans and
+    read back *together*: one host-device synchronization for all of them.  Each comes
+    with a function that builds its error, called only when it failed (slow path)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.items: list[tuple[Array, Callable[[], Exception]]] = []
+
+    def add(self, ok: Array, error: Callable[[], Exception]) -> None:
+        self.items.append((ok, error))
+
+    def run(self) -> None:
+        if not self.items:
+            return
+        with self.backend.scope():
+            ok = self.items[0][0]
+            for cond, _ in self.items[1:]:
+                ok = ok & cond
+            if bool(ok):  # the one synchronization
+                return
+            for cond, error in self.items:
+                if not bool(cond):
+                    raise error()
+
+
+def _position(index: int, shape: tuple[int, ...], column: str) -> str:
+    if len(shape) == 2:
+        return f"sample {index // shape[1]}, {column} {index % shape[1]}"
+    return f"sample {index}"
+
+
+def _first_true(xp: Any, mask: Array) -> tuple[int, int]:
+    """The flat index of the first ``True`` of ``mask`` and how many there are."""
+    flat = xp.reshape(mask, (-1,))
+    return int(xp.argmax(xp.astype(flat, xp.int8))), int(xp.count_nonzero(flat))
+
+
+def _not_finite(
+    xp: Any, a: Array, argname: str, column: str, cast: tuple[str, str] | None
+) -> ValueError:
+    """The error for an array holding NaN or infinity (slow path): which, and where."""
+    index, count = _first_true(xp, ~xp.isfinite(a))
+    value = float(xp.reshape(a, (-1,))[index])
+    what = "NaN" if math.isnan(value) else "infinity"
+    msg = (
+        f"Input {argname} contains {what} (first at {_position(index, tuple(a.shape), column)}; "
+        f"{count} NaN or infinite value{'s' if count > 1 else ''} in all): {argname} must hold "
+        "finite values"
+    )
+    if cast is not None and what == "infinity":
+        msg += (
+            f" (it was cast from {cast[0]} to the model's {cast[1]}, where values beyond "
+            f"the range of {cast[1]} become infinite)"
+        )
+    return ValueError(msg + ".")
+
+
+def _check_finite(
+    checks: _Checks, a: Array, argname: str, column: str, cast: tuple[str, str] | None
+) -> None:
+    """Queue the check that floating ``a`` holds no NaN or infinity: one reduction."""
+    xp = checks.backend.xp
+    checks.add(xp.all(xp.isfinite(a)), lambda: _not_finite(xp, a, argname, column, cast))
+
+
+def _cast_from(X: Array, dtype: Any) -> tuple[str, str] | None:
+    source, target = dtype_name(X.dtype), dtype_name(dtype)
+    return None if source == target else (source, target)
+
+
+def _as_features(model: Module, X: Any, argname: str, checks: _Checks) -> Array:
+    """``X`` on the model's backend and in its dtype, 2-D with the model's number of
+    features (moved only if needed); its finiteness is queued on ``checks``."""
+    backend, dtype = model.backend, model.dtype
+    _require_2d(X, argname)
+    X = _as_array(X, argname)
+    _require_numbers(X, argname, "features")
+    _require_2d(X, argname)
+    cast = _cast_from(X, dtype)
+    if not (backend.owns(X) and X.dtype == dtype):
+        X = backend.asarray(X, dtype=dtype)
+    model._check_input(X, argname)  # the number of features, when the model fixes it
+    if X.shape[1] == 0:
+        msg = f"{argname} has 0 features (shape {tuple(X.shape)}); the model needs at least 1"
+        raise ValueError(msg)
+    _check_finite(checks, X, argname, "feature", cast)
+    return X
 
 
 def _index_dtype(backend: Backend) -> Any:
@@ -452,9 +631,24 @@ def _index_dtype(backend: Backend) -> Any:
         return info.default_dtypes()["indexing"]
 
 
-def _as_labels(backend: Backend, y: Any, argname: str) -> Array:
-    """Class labels ``(samples,)`` of an integer dtype, for cross-entropy."""
+def _as_labels(
+    backend: Backend, y: Any, argname: str, n_classes: int | None, checks: _Checks
+) -> Array:
+    """Class labels ``(samples,)`` of an integer dtype, for cross-entropy; that they are
+    whole, finite and in ``[0, n_classes)`` is queued on ``checks`` (one reduction)."""
     xp = backend.xp
+    y = _as_array(y, argname)
+    kind = _kind(y)
+    if kind == "strings":
+        msg = (
+            f"{argname} holds strings (dtype {dtype_name(y.dtype)}, the first is "
+            f"{_first_value(y)}), but CrossEntropyLoss takes integer class labels 0 to "
+            f"n_classes - 1: encode them first (classes, {argname} = "
+            f"numpy.unique({argname}, return_inverse=True)), or use "
+            "portprop.sklearn.MLPClassifier, which encodes any labels itself"
+        )
+        raise TypeError(msg)
+    _require_numbers(y, argname, "class labels")
     if not backend.owns(y):
         y = backend.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -465,22 +659,61 @@ def _as_labels(backend: Backend, y: Any, argname: str) -> Array:
             f"CrossEntropyLoss; got shape {tuple(y.shape)}"
         )
         raise ValueError(msg)
-    if xp.isdtype(y.dtype, "integral"):
-        return y
-    whole = xp.isdtype(y.dtype, "bool") or (
-        xp.isdtype(y.dtype, "real floating") and bool(xp.all(y == xp.floor(y)))
+    index = _index_dtype(backend)
+    if kind == "floating":
+        good = xp.isfinite(y) & (y == xp.floor(y))
+        if n_classes is not None:
+            good = good & (y >= 0.0) & (y < float(n_classes))
+        labels = xp.astype(xp.where(good, y, xp.zeros_like(y)), index)
+        checks.add(xp.all(good), lambda: _bad_labels(xp, y, argname, n_classes))
+        return labels
+    labels = y if kind == "integer" else xp.astype(y, index)
+    if n_classes is not None:
+        in_range = (labels >= 0) & (labels < n_classes)
+        checks.add(xp.all(in_range), lambda: _bad_labels(xp, labels, argname, n_classes))
+    return labels
+
+
+def _bad_labels(xp: Any, y: Array, argname: str, n_classes: int | None) -> Exception:
+    """The error for labels that are not finite, not whole or out of range (slow path)."""
+    if xp.isdtype(y.dtype, "real floating"):
+        if not bool(xp.all(xp.isfinite(y))):
+            return _not_finite(xp, y, argname, "", None)
+        fraction = y != xp.floor(y)
+        if bool(xp.any(fraction)):
+            index, _ = _first_true(xp, fraction)
+            msg = (
+                f"{argname} must hold integer class labels for CrossEntropyLoss, got dtype "
+                f"{dtype_name(y.dtype)} with values that are not whole numbers (the first at "
+                f"sample {index}: {float(y[index])!r})"
+            )
+            return TypeError(msg)
+    assert n_classes is not None
+    index, count = _first_true(xp, (y < 0) | (y >= n_classes))
+    low, high = float(xp.min(y)), float(xp.max(y))
+    msg = (
+        f"{argname} holds class labels from {low:g} to {high:g}, but the model "
+        f"has {n_classes} output{'s' if n_classes > 1 else ''}: CrossEntropyLoss needs labels "
+        f"in [0, {n_classes}) ({count} out of range, the first at sample {index}: "
+        f"{float(y[index]):g})"
     )
-    if not whole:
-        msg = (
-            f"{argname} must hold integer class labels for CrossEntropyLoss, got dtype "
-            f"{dtype_name(y.dtype)} with values that are not whole numbers"
-        )
-        raise TypeError(msg)
-    return xp.astype(y, _index_dtype(backend))
+    return ValueError(msg)
 
 
-def _as_targets(backend: Backend, dtype: Any, y: Any, argname: str) -> Array:
-    """Targets in the model's dtype, 2-D ``(samples, outputs)``."""
+def _as_targets(
+    backend: Backend,
+    dtype: Any,
+    y: Any,
+    argname: str,
+    n_outputs: int | None,
+    loss: Any,
+    checks: _Checks,
+) -> Array:
+    """Targets in the model's dtype, 2-D ``(samples, outputs)`` with the model's number
+    of outputs; their finiteness is queued on ``checks``."""
+    y = _as_array(y, argname)
+    _require_numbers(y, argname, f"targets of {type(loss).__name__}")
+    cast = _cast_from(y, dtype)
     if not (backend.owns(y) and y.dtype == dtype):
         y = backend.asarray(y, dtype=dtype)
     if y.ndim == 1:
@@ -488,6 +721,15 @@ def _as_targets(backend: Backend, dtype: Any, y: Any, argname: str) -> Array:
     if y.ndim != 2:
         msg = f"{argname} must be 1-D or 2-D (samples, outputs), got shape {tuple(y.shape)}"
         raise ValueError(msg)
+    if n_outputs is not None and y.shape[1] != n_outputs:
+        msg = (
+            f"{argname} has {y.shape[1]} column{'s' if y.shape[1] != 1 else ''} (shape "
+            f"{tuple(y.shape)}; a 1-D {argname} is one column), but the model has "
+            f"{n_outputs} output{'s' if n_outputs != 1 else ''}: {type(loss).__name__} needs "
+            f"targets of shape (samples, {n_outputs})"
+        )
+        raise ValueError(msg)
+    _check_finite(checks, y, argname, "output", cast)
     return y
 
 
@@ -495,14 +737,18 @@ def _uses_labels(loss: Any) -> bool:
     return isinstance(loss, CrossEntropyLoss)
 
 
-def _convert(model: Module, loss: Any, X: Any, y: Any, names: tuple[str, str]) -> tuple[Any, Any]:
+def _convert(
+    model: Module, loss: Any, X: Any, y: Any, names: tuple[str, str], checks: _Checks
+) -> tuple[Any, Any]:
+    """``X`` and ``y`` on the model's backend, checked for everything but their values,
+    whose checks are queued on ``checks`` (run them with ``checks.run()``)."""
     backend, dtype = model.backend, model.dtype
     with backend.scope():
-        X = _as_features(backend, dtype, X, names[0])
+        X = _as_features(model, X, names[0], checks)
         if _uses_labels(loss):
-            y = _as_labels(backend, y, names[1])
+            y = _as_labels(backend, y, names[1], model._n_out(), checks)
         else:
-            y = _as_targets(backend, dtype, y, names[1])
+            y = _as_targets(backend, dtype, y, names[1], model._n_out(), loss, checks)
     if X.shape[0] != y.shape[0]:
         msg = (
             f"{names[0]} and {names[1]} must hold as many samples: {names[0]} has "
@@ -510,6 +756,12 @@ def _convert(model: Module, loss: Any, X: Any, y: Any, names: tuple[str, str]) -
         )
         raise ValueError(msg)
     return X, y
+
+
+def _require_samples(X: Array, argname: str, caller: str) -> None:
+    if X.shape[0] == 0:
+        msg = f"{argname} has 0 samples (shape {tuple(X.shape)}); {caller} needs at least 1"
+        raise ValueError(msg)
 
 
 def _accuracy_kind(loss: Any, y: Array, argname: str) -> str:
@@ -654,7 +906,6 @@ def _all_finite(xp: Any, value: Array, params: list[Parameter]) -> Array:
 def _diverged(
     model: Module,
     value: Array,
-    X: Array,
     norm: float | None,
     *,
     epoch: int,
@@ -665,7 +916,8 @@ def _diverged(
     """The error for a batch whose loss or gradients are not finite (slow path).
 
     ``norm`` is the total gradient norm that clipping returned, or ``None`` without
-    clipping (clipping a non-finite norm has already overwritten the gradients).
+    clipping (clipping a non-finite norm has already overwritten the gradients).  The
+    data themselves are finite: :func:`fit` checked them before the first epoch.
     """
     xp = model.backend.xp
     bad = (
@@ -687,16 +939,11 @@ def _diverged(
     else:
         quantity = "gradients"
         shown = "the gradients are so large that their sum overflows"
-    if not bool(xp.all(xp.isfinite(X))):
-        hint = "The batch's inputs themselves hold NaN or infinity: clean the data."
-    else:
-        hint = (
-            "Lower the learning rate, clip gradients with clip_grad_norm=..., or scale the inputs."
-        )
     msg = (
         f"training diverged at epoch {epoch} of {epochs}, batch {batch} of {batches} (both "
         f"counted from 1): {shown}. The optimizer step was skipped, so the parameters hold "
-        f"their values from before this batch. {hint}"
+        "their values from before this batch. Lower the learning rate, clip gradients with "
+        "clip_grad_norm=..., or scale the inputs."
     )
     return TrainingDivergedError(msg, epoch=epoch, batch=batch, quantity=quantity)
 
@@ -841,7 +1088,7 @@ def fit(
         schedule with ``needs_metric = True`` (:class:`~portprop.schedules.ReduceLROnPlateau`)
         is stepped with the value of its ``monitor`` attribute (default ``"val_loss"`` with validation data,
         else ``"loss"``) from the epoch's logs.  With a schedule, the history also
-        records the optimizer's ``lr`` of each epoch.
+        records the optimizer's ``lr`` of each epoch's last step.
     clip_grad_norm : float, optional
         Rescale the gradients so that their global norm is at most this value, between
         backward and step (:func:`portprop.optim.clip_grad_norm_`).
@@ -860,8 +1107,43 @@ def fit(
         batch's optimizer step, so the parameters hold their last finite values; the
         message names the epoch and the batch, counted from 1.
     ValueError, TypeError
-        For bad arguments, before anything is computed: the model and the optimizer are
-        then left unchanged.
+        For bad arguments and bad data (see the Notes), before anything is computed:
+        the model and the optimizer are then left unchanged.
+
+    Notes
+    -----
+    ``X``, ``y`` and ``validation_data`` are converted to the model's backend, device
+    and dtype once, before the first epoch (see the module notes of
+    ``portprop.training`` for what that costs).  Floating data of another dtype
+    (float64 data for a float32 model, or the reverse) is cast to the model's dtype, on
+    every backend alike; only the low-level :meth:`Module.forward` refuses it.
+
+    Before any computation, :func:`fit`, :func:`evaluate` and :func:`predict` refuse,
+    with a message that names the argument (``X``, ``y``, ``validation_data[0]``, ...),
+    the value expected and the value found:
+
+    - data that is not 2-D (with a hint to reshape it), ragged nested lists, and ``X``
+      and ``y`` of different lengths (``ValueError``);
+    - data that is not real numbers: strings, Python objects, complex numbers
+      (``TypeError``).  Boolean and integer data are converted to the model's floating
+      dtype (``True`` is 1.0); integers beyond :math:`2^{24}` in magnitude (float32) or
+      :math:`2^{53}` (float64) are rounded to the nearest representable value.  String
+      class labels get a ``TypeError`` that says how to encode them as integers, or to
+      use :class:`portprop.sklearn.MLPClassifier`, which encodes any labels;
+    - ``X`` whose number of features differs from what the model's first layer
+      expects ("X has 4 features, but the model expects 3"), targets whose number of
+      columns differs from the model's outputs, and class labels outside
+      ``[0, outputs)`` (``ValueError``); :func:`fit` and :func:`evaluate` also refuse
+      data without samples, while :func:`predict` returns an empty ``(0, outputs)``
+      array;
+    - NaN or infinity in ``X`` or ``y``, looked for after the cast to the model's dtype
+      (so a float64 value beyond float32's range counts as infinity):
+      ``ValueError("Input X contains NaN (first at sample 3, feature 1; ...)")``, in
+      scikit-learn's words.
+
+    The value checks (NaN and infinity, the range of the labels) cost one reduction
+    per array and a single host-device synchronization per call, whatever the number
+    of arrays; nothing is added to the batches.
     """
     # ---- every check first: a bad argument must leave model and optimizer unchanged --
     model = _check_model(model)
@@ -914,18 +1196,18 @@ def fit(
     _require_2d(X, "X")
     _check_lengths(X, y, "X", "y")
 
-    # ---- data: converted once, then split ---------------------------------------------
-    X, y = _convert(model, loss, X, y, ("X", "y"))
+    # ---- data: converted and checked once, then split ---------------------------------
+    checks = _Checks(model.backend)
+    X, y = _convert(model, loss, X, y, ("X", "y"), checks)
+    _require_samples(X, "X", "fit")
     Xv: Array | None = None
     yv: Array | None = None
     if validation_data is not None:
-        Xv, yv = _convert(
-            model, loss, *validation_data, ("validation_data[0]", "validation_data[1]")
-        )
-        if Xv.shape[0] == 0:
-            msg = "validation_data holds no samples"
-            raise ValueError(msg)
-    elif split > 0.0:
+        vnames = ("validation_data[0]", "validation_data[1]")
+        Xv, yv = _convert(model, loss, *validation_data, vnames, checks)
+        _require_samples(Xv, vnames[0], "validation")
+    checks.run()  # NaN, infinity, labels out of range: one synchronization in all
+    if Xv is None and split > 0.0:
         n_all = X.shape[0]
         cut = math.floor(n_all * (1.0 - split))
         if cut in (0, n_all):
@@ -937,9 +1219,6 @@ def fit(
         X, Xv = X[:cut, ...], X[cut:, ...]
         y, yv = y[:cut, ...], y[cut:, ...]
     n = X.shape[0]
-    if n == 0:
-        msg = "X holds no samples; fit needs at least one"
-        raise ValueError(msg)
     accuracy = _accuracy_kind(loss, y, "y") if "accuracy" in names else None
 
     log_keys = list(names)
@@ -1004,6 +1283,7 @@ def fit(
                 if generator is not None:
                     order = backend.asarray(generator.permutation(n).astype(index_name))
                 totals = _Totals(xp, reduction, accuracy)
+                lr_used = math.nan  # set by every step of a per-batch schedule
                 for b, (start, stop) in enumerate(_batches(n, batch_size)):
                     Xb = _take(xp, X, start, stop, order)
                     yb = _take(xp, y, start, stop, order)
@@ -1024,7 +1304,6 @@ def fit(
                         raise _diverged(
                             model,
                             value,
-                            Xb,
                             norm,
                             epoch=epoch + 1,
                             epochs=epochs,
@@ -1033,6 +1312,7 @@ def fit(
                         )
                     optimizer.step()
                     if per_batch:
+                        lr_used = optimizer.lr  # the history keeps the last step's lr
                         schedule.step()
                     totals.add(value, out, yb)
                     progress.batch_done(totals)
@@ -1046,7 +1326,9 @@ def fit(
                 if Xv is not None:
                     logs.update(_run_eval(model, loss, Xv, yv, eval_batch, accuracy).read("val_"))
                 if "lr" in history.history:
-                    logs["lr"] = float(optimizer.lr)
+                    # the lr of the epoch's last step: a per-batch schedule has already
+                    # moved optimizer.lr on to the next batch's value
+                    logs["lr"] = float(lr_used if per_batch else optimizer.lr)
                 seconds = time.perf_counter() - started
                 history.epoch.append(epoch)
                 history.time_per_epoch.append(seconds)
@@ -1084,7 +1366,7 @@ def evaluate(
 
     Batches are only a memory bound: the result equals the loss of one forward pass
     over all of ``X`` up to rounding (batch losses are weighted by their sizes).  ``X``
-    and ``y`` are converted as by :func:`fit`.
+    and ``y`` are converted and checked as by :func:`fit` (see its Notes).
 
     Returns
     -------
@@ -1097,10 +1379,10 @@ def evaluate(
     names = _check_metrics(metrics)
     _require_2d(X, "X")
     _check_lengths(X, y, "X", "y")
-    X, y = _convert(model, loss, X, y, ("X", "y"))
-    if X.shape[0] == 0:
-        msg = "X holds no samples; evaluate needs at least one"
-        raise ValueError(msg)
+    checks = _Checks(model.backend)
+    X, y = _convert(model, loss, X, y, ("X", "y"), checks)
+    _require_samples(X, "X", "evaluate")
+    checks.run()
     accuracy = _accuracy_kind(loss, y, "y") if "accuracy" in names else None
     return _run_eval(model, loss, X, y, batch_size, accuracy).read()
 
@@ -1110,11 +1392,15 @@ def predict(model: Module, X: Any, *, batch_size: int = 256) -> Array:
 
     Runs in evaluation mode (each module's mode is restored) and in batches of
     ``batch_size``; what the forward passes keep for a backward pass is dropped at the
-    end.  ``X`` is converted as by :func:`fit`.
+    end.  ``X`` is converted and checked as by :func:`fit` (see its Notes); ``X``
+    without samples gives an empty ``(0, outputs)`` array.
     """
     model = _check_model(model)
     batch_size = _positive_int(batch_size, "batch_size")
-    X = _as_features(model.backend, model.dtype, X, "X")
+    checks = _Checks(model.backend)
+    with model.backend.scope():
+        X = _as_features(model, X, "X", checks)
+    checks.run()
     xp = model.backend.xp
     with _mode(model, False), model.backend.scope():
         try:
