@@ -161,6 +161,85 @@ def test_reduce_lr_on_plateau_ignores_reductions_below_1e_8():
     assert opt.lr == 1.5e-8
 
 
+def _plateau_fit(backend, schedule_kw, **fit_kw):
+    """A tiny classifier trained 3 epochs by fit with a ReduceLROnPlateau that records
+    the values it is stepped with."""
+
+    class Recording(pp.ReduceLROnPlateau):
+        seen: list[float]
+
+        def step(self, metric=None):
+            self.seen = [*getattr(self, "seen", []), float(metric)]
+            super().step(metric)
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(24, 2))
+    y = (X[:, 0] > 0).astype(np.int64)
+    pp.manual_seed(0)
+    model = pp.Sequential(pp.Linear(2, 4, backend=backend), pp.Tanh(backend=backend),
+                          pp.Linear(4, 2, backend=backend))  # fmt: skip
+    opt = pp.SGD(model.parameters(), lr=0.1)
+    schedule = Recording(opt, **schedule_kw)
+    history = pp.fit(model, pp.CrossEntropyLoss(), opt, X, y, epochs=3, batch_size=8,
+                     schedule=schedule, verbose=0, **fit_kw)  # fmt: skip
+    return model, opt, schedule, history
+
+
+def test_reduce_lr_on_plateau_monitor_picks_what_fit_steps_it_with(backend):
+    # the default: val_loss with validation data, else loss
+    assert pp.ReduceLROnPlateau(_optimizer()).monitor is None
+    _, _, schedule, history = _plateau_fit(backend, {}, validation_split=0.25)
+    assert schedule.seen == history.history["val_loss"]
+    # an explicit key wins, even with validation data
+    _, _, schedule, history = _plateau_fit(backend, {"monitor": "loss"}, validation_split=0.25)
+    assert schedule.seen == history.history["loss"]
+    assert schedule.seen != history.history["val_loss"]
+    _, _, schedule, history = _plateau_fit(
+        backend, {"monitor": "val_accuracy", "mode": "max"},
+        validation_split=0.25, metrics=["accuracy"],
+    )  # fmt: skip
+    assert schedule.seen == history.history["val_accuracy"]
+
+
+def test_reduce_lr_on_plateau_monitor_that_fit_does_not_log_is_refused(backend):
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(16, 2)), np.arange(16) % 2
+    model = pp.Sequential(pp.Linear(2, 2, seed=0, backend=backend))
+    opt = pp.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    schedule = pp.ReduceLROnPlateau(opt, monitor="val_loss")
+    before = [to_numpy(p.data).copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"monitors 'val_loss', but fit logs only 'loss'"):
+        pp.fit(model, pp.CrossEntropyLoss(), opt, X, y, schedule=schedule, verbose=0)
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert to_numpy(p.data).tobytes() == b.tobytes()
+    assert opt.state_dict()["state"] == [{"step": 0}] * 2
+    assert schedule.step_count == 0
+
+
+def test_reduce_lr_on_plateau_monitor_is_saved_and_restored():
+    schedule = pp.ReduceLROnPlateau(_optimizer(), monitor="val_accuracy", mode="max")
+    saved = schedule.state_dict()
+    assert saved["settings"]["monitor"] == "val_accuracy"
+    fresh = pp.ReduceLROnPlateau(_optimizer())
+    fresh.load_state_dict(json.loads(json.dumps(saved)))
+    assert fresh.monitor == "val_accuracy"
+    assert fresh.mode == "max"
+    assert "monitor='val_accuracy'" in repr(fresh)
+    # a state saved before monitor existed loads and keeps the current monitor
+    old = json.loads(json.dumps(saved))
+    del old["settings"]["monitor"]
+    other = pp.ReduceLROnPlateau(_optimizer(), monitor="loss")
+    other.load_state_dict(old)
+    assert other.monitor == "loss"
+    assert other.mode == "max"
+    # a bad monitor in a state dict is refused, and nothing changes
+    bad = json.loads(json.dumps(saved))
+    bad["settings"]["monitor"] = 7
+    with pytest.raises(pp.StateDictError, match=r"monitor must be None or a log key.*got 7"):
+        other.load_state_dict(bad)
+    assert other.monitor == "loss"
+
+
 def test_reduce_lr_on_plateau_takes_a_zero_dimensional_array(backend):
     opt = _optimizer()
     schedule = pp.ReduceLROnPlateau(opt, patience=0)
@@ -271,6 +350,7 @@ def test_state_dict_holds_the_settings_and_counters():
             "threshold": 1e-4,
             "cooldown": 0,
             "min_lr": 0.0,
+            "monitor": None,
         },
         "base_lr": 0.1,
         "step_count": 1,
@@ -369,6 +449,16 @@ def test_load_state_dict_rejects_a_mismatch_and_changes_nothing(corrupt, message
         (lambda o: pp.ReduceLROnPlateau(o, threshold=-0.1), ValueError, r"threshold must be"),
         (lambda o: pp.ReduceLROnPlateau(o, cooldown=1.5), TypeError, r"cooldown must be an int"),
         (lambda o: pp.ReduceLROnPlateau(o, min_lr=-1.0), ValueError, r"min_lr must be"),
+        (
+            lambda o: pp.ReduceLROnPlateau(o, monitor=3),
+            TypeError,
+            r"monitor must be None or a log key such as 'val_loss', got 3",
+        ),
+        (
+            lambda o: pp.ReduceLROnPlateau(o, monitor=" "),
+            ValueError,
+            r"monitor must be a log key such as 'val_loss' \(or None\), got ' '",
+        ),
         (lambda o: pp.StepLR(o.params, 2), TypeError, r"optimizer must be a portprop Optimizer"),
     ],
 )

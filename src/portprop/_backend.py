@@ -91,6 +91,7 @@ class Backend:
     _array_types: tuple[type, ...] = field(repr=False, default=())
     _single_device: bool = field(repr=False, default=False)
     _float_dtypes: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    _narrow_ints: Mapping[str, str] = field(repr=False, default_factory=dict)
     _add_scaled: Callable[[Array, float, Array, Array | None], Array] | None = field(
         repr=False, default=None
     )
@@ -100,6 +101,7 @@ class Backend:
         repr=False, default=None
     )
     _to_host: Callable[[Array], Any] | None = field(repr=False, default=None)
+    _numpy_warnings: bool = field(repr=False, default=True)
     _float64_hint: str = field(repr=False, default="")
     _generator: Callable[[Backend, int], BackendGenerator] | None = field(repr=False, default=None)
 
@@ -140,7 +142,11 @@ class Backend:
             return self._float_dtypes[name]
         except KeyError:
             hint = f" {self._float64_hint}" if self._float64_hint else ""
-            msg = f"backend {self.name!r} has no {name} on device {self.device!r}.{hint}"
+            allowed = " or ".join(map(repr, self._float_dtypes)) or "a floating dtype"
+            msg = (
+                f"backend {self.name!r} has no {name} on device {self.device!r}: dtype must be "
+                f"{allowed} there, got {name!r}.{hint}"
+            )
             raise DtypeUnsupportedError(msg) from None
 
     def is_float_dtype(self, dtype: Any) -> bool:
@@ -166,8 +172,20 @@ class Backend:
             return False
         return xp is self.xp and _same_device(array_api_compat.device(x), self.device)
 
-    def check(self, x: Any, argname: str) -> None:
-        """Raise a clear error unless ``x`` is an array of this backend and device."""
+    def check(self, x: Any, argname: str, *, owner: str = "the model") -> None:
+        """Raise a clear error unless ``x`` is an array of this backend and device.
+
+        ``argname`` names ``x`` and ``owner`` what lives on this backend, in the message.
+
+        Raises
+        ------
+        MixedBackendError
+            If ``x`` is an array of another library.
+        MixedDeviceError
+            If ``x`` is an array of this library on another device.
+        TypeError
+            If ``x`` is not an array.
+        """
         if self.owns(x):
             return
         where = _describe(x)
@@ -175,14 +193,12 @@ class Backend:
             msg = f"{argname} must be an array of backend {self.name!r}, got {where}"
             raise TypeError(msg)
         other = backend_of(x)
-        hint = (
-            f" Move it with portprop.asarray({argname}, backend={self.name!r}),"
-            " or move the model with model.to(...)."
-        )
+        hint = f" Move it with portprop.asarray({argname}, backend={self.name!r})"
+        hint += ", or move the model with model.to(...)." if owner == "the model" else "."
         if other.library == self.library:
-            msg = f"{argname} is on device {other.device!r} but the model is on {self.name!r}."
+            msg = f"{argname} is on device {other.device!r} but {owner} is on {self.name!r}."
             raise MixedDeviceError(msg + hint)
-        msg = f"{argname} is {where} but the model lives on backend {self.name!r}."
+        msg = f"{argname} is {where} but {owner} lives on backend {self.name!r}."
         raise MixedBackendError(msg + hint)
 
     # ---- moving arrays --------------------------------------------------------------
@@ -200,11 +216,16 @@ class Backend:
         if self.owns(x):
             y = x
         elif _is_array(x):
-            if dtype_name(x.dtype) in _FLOAT_NAMES and not self.supports(x.dtype):
+            name = dtype_name(x.dtype)
+            if name in _FLOAT_NAMES and not self.supports(x.dtype):
                 # e.g. float64 data for a device without float64: cast on the host first
                 host = _array_to_host(x).astype(dtype_name(target or "float32"))
                 with self.scope():
                     y = xp.asarray(host, device=self.device)
+            elif name in self._narrow_ints:
+                # e.g. int64 labels for a device without 64-bit integers
+                with self.scope():
+                    y = xp.asarray(self._narrowed(x, name), device=self.device)
             else:
                 y = self._import_array(x)
         else:
@@ -241,10 +262,31 @@ class Backend:
         with self.scope():
             return xp.asarray(host, device=self.device)
 
+    def _narrowed(self, x: Array, name: str) -> Any:
+        """A host copy of the integer array ``x`` (of dtype ``name``, which this device
+        lacks) in the narrower integer dtype the device has, if every value fits."""
+        host = _array_to_host(x)
+        narrow = self._narrow_ints[name]
+        bounds = np.iinfo(narrow)
+        if host.size and (host.min() < bounds.min or host.max() > bounds.max):
+            msg = (
+                f"x holds {name} values from {host.min()} to {host.max()}, but backend "
+                f"{self.name!r} has no {name} on device {self.device!r}: values must fit "
+                f"{narrow}, [{bounds.min}, {bounds.max}]"
+            )
+            raise DtypeUnsupportedError(msg)
+        return host.astype(narrow)
+
     def _any_dtype(self, dtype: Any) -> Any:
         name = dtype_name(dtype)
         if name in _FLOAT_NAMES:
             return self.float_dtype(name)
+        if name in self._narrow_ints:
+            msg = (
+                f"backend {self.name!r} has no {name} on device {self.device!r}: dtype must "
+                f"be a dtype of the device (such as {self._narrow_ints[name]!r}), got {name!r}"
+            )
+            raise DtypeUnsupportedError(msg)
         try:
             return getattr(self.xp, name)
         except AttributeError:
@@ -252,6 +294,20 @@ class Backend:
             raise TypeError(msg) from None
 
     # ---- fast kernels ---------------------------------------------------------------
+
+    @property
+    def warns(self) -> bool:
+        """Whether the library warns about floating-point overflow and invalid operations
+        (NumPy and the libraries computing with it, such as array-api-strict)."""
+        return self._numpy_warnings
+
+    def quiet(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which overflow and invalid operations raise no warning, for code
+        that checks its results itself (``numpy.errstate``; a no-op where the library
+        does not warn, as torch, JAX and CuPy do not)."""
+        if not self._numpy_warnings:
+            return contextlib.nullcontext()
+        return np.errstate(over="ignore", invalid="ignore")
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which the library computes on this backend's device.
@@ -348,7 +404,12 @@ def _describe(x: Any) -> str:
         b = backend_of(x)
     except Exception:  # noqa: BLE001 - describing must not fail
         return f"an array of type {type(x).__module__}.{type(x).__name__}"
-    return f"a {b.library} array on {b.device!r}"
+    return f"{_a(b.library)} array on {b.device!r}"
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "a numpy", "an array_api_strict"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _array_to_host(x: Any) -> Any:
@@ -384,6 +445,20 @@ def _float_dtypes(xp: Any, device: Any) -> dict[str, Any]:
     except TypeError:
         found = info.dtypes(kind="real floating")
     return {name: found[name] for name in _FLOAT_NAMES if name in found}
+
+
+def _narrow_ints(xp: Any, device: Any) -> dict[str, str]:
+    """The 64-bit integer dtypes the device lacks, each with the 32-bit one to use instead
+    (array-api-strict's ``no_x64`` device; JAX without x64)."""
+    info = xp.__array_namespace_info__()
+    try:
+        found = info.dtypes(kind="integral", device=device)
+    except TypeError:
+        found = info.dtypes(kind="integral")
+    except Exception:  # noqa: BLE001 - a registered library without the kind: assume all
+        return {}
+    pairs = (("int64", "int32"), ("uint64", "uint32"))
+    return {wide: narrow for wide, narrow in pairs if wide not in found and narrow in found}
 
 
 def _probe_writable(xp: Any, device: Any) -> bool:
@@ -490,7 +565,9 @@ def _torch_from_device(device: Any) -> Backend:
         writable=True,
         _array_types=(torch.Tensor,),
         _float_dtypes=_float_dtypes(xp, device),
+        _narrow_ints=_narrow_ints(xp, device),
         _add_scaled=_torch_add_scaled,
+        _numpy_warnings=False,
         _generator=_TorchGenerator,
     )
 
@@ -548,7 +625,9 @@ def _cupy_from_device(device: Any) -> Backend:
         writable=True,
         _array_types=(cupy.ndarray,),
         _float_dtypes=_float_dtypes(xp, device),
+        _narrow_ints=_narrow_ints(xp, device),
         _add_scaled=_cupy_add_scaled,
+        _numpy_warnings=False,
         _needs_scratch=True,
         # array-api-compat's CuPy creation functions ignore ``device=`` and use the
         # current device, so every call of a model runs inside the device's context.
@@ -569,12 +648,18 @@ def _build_jax(spec: str | None) -> Backend:
     if spec is None:
         return _jax_from_device(devices[0])
     try:
-        return _jax_from_device(devices[int(spec)])
-    except (ValueError, IndexError):
-        msg = (
-            f"'jax:{spec}' does not name a JAX device: expected 'jax:<index>' below {len(devices)}"
-        )
+        index = int(spec)
+    except ValueError:
+        msg = f"'jax:{spec}' does not name a JAX device: expected 'jax:<index>'"
         raise UnknownBackendError(msg) from None
+    if not 0 <= index < len(devices):
+        found = ", ".join(str(d) for d in devices)
+        msg = (
+            f"backend 'jax:{index}' is not usable: JAX sees {len(devices)} device(s) "
+            f"({found}); the index must be below {len(devices)}"
+        )
+        raise BackendUnavailableError(msg)
+    return _jax_from_device(devices[index])
 
 
 def _jax_from_device(device: Any) -> Backend:
@@ -589,8 +674,10 @@ def _jax_from_device(device: Any) -> Backend:
         xp=xp,
         device=device,
         writable=False,
+        _numpy_warnings=False,
         _array_types=(type(xp.zeros(0)),),
         _float_dtypes=_float_dtypes(xp, device),
+        _narrow_ints=_narrow_ints(xp, device),
         _float64_hint=(
             "JAX keeps float64 off by default: set JAX_ENABLE_X64=1 in the environment, or call "
             "jax.config.update('jax_enable_x64', True) before creating arrays."
@@ -629,6 +716,7 @@ def _strict_from_device(device: Any) -> Backend:
         writable=True,
         _array_types=(type(xp.zeros(0, device=device)),),
         _float_dtypes=_float_dtypes(xp, device),
+        _narrow_ints=_narrow_ints(xp, device),
     )
 
 
@@ -740,6 +828,7 @@ def register_backend(
             device=device,
             writable=_probe_writable(xp, device),
             _float_dtypes=_float_dtypes(xp, device),
+            _narrow_ints=_narrow_ints(xp, device),
         )
 
     def build(spec: str | None) -> Backend:
@@ -894,8 +983,9 @@ def backend_of(*arrays: Any, names: tuple[str, ...] | None = None) -> Backend:
     for label, xp, device in found[1:]:
         if xp is not first_xp:
             msg = (
-                f"{first_label} is a {_library_of(first_xp)} array but {label} is a "
-                f"{_library_of(xp)} array; move one with portprop.asarray(..., backend=...)"
+                f"{first_label} is {_a(_library_of(first_xp))} array on {first_device!r} but "
+                f"{label} is {_a(_library_of(xp))} array on {device!r}; arrays of one call must "
+                "share one library: move one with portprop.asarray(..., backend=...)"
             )
             raise MixedBackendError(msg)
         if not _same_device(device, first_device):

@@ -27,11 +27,15 @@ class PortpropError(Exception):
 
 
 class UnknownBackendError(PortpropError, ValueError):
-    """A backend name that is not registered; the message lists the registered names."""
+    """A backend name that is not registered, or a device part that names no device of
+    that library on any machine (``"jax:gpu"``, ``"array_api_strict:device9"``); the
+    message lists the valid names."""
 
 
 class BackendUnavailableError(PortpropError, RuntimeError):
-    """A registered backend that cannot run here (not installed, or no such device)."""
+    """A registered backend that cannot run here: its library is not installed, or this
+    machine lacks the device (``"torch:cuda"`` without a GPU, ``"jax:3"`` with one JAX
+    device); the message says why, and how to install the library."""
 
 
 class MixedBackendError(PortpropError, TypeError):
@@ -43,7 +47,8 @@ class MixedDeviceError(PortpropError, ValueError):
 
 
 class DtypeUnsupportedError(PortpropError, TypeError):
-    """A dtype the backend or its device cannot hold (float64 on some GPUs, JAX without x64)."""
+    """A dtype the backend or its device cannot hold (float64 on some GPUs, JAX without
+    x64), or integers too wide for a device without 64-bit integers."""
 
 
 class StateDictError(PortpropError, KeyError):

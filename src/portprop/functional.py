@@ -49,6 +49,7 @@ __all__ = [
     "relu_backward",
     "sigmoid",
     "sigmoid_backward",
+    "softmax",
     "tanh",
     "tanh_backward",
     "weight_gradient",
@@ -192,14 +193,31 @@ def one_hot(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:
     return xp.astype(labels[:, None] == classes[None, :], dtype)
 
 
+def softmax(xp: Any, Z: Array) -> Array:
+    r""":math:`e^{z_k} / \sum_j e^{z_j}` per row, as :math:`e^{z_k - m} / \sum_j e^{z_j - m}`
+    with :math:`m = \max_j z_j`: no exponential overflows, the largest is 1, and a
+    probability that underflows is exactly 0, never NaN.  ``(batch, C) -> (batch, C)``."""
+    e = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
 def cross_entropy_loss(
     xp: Any, logits: Array, targets_one_hot: Array, scale: float
 ) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum_n (\log \sum_k e^{z_{n,k}} - z_{n,y_n})`; returns the loss and
-    the softmax probabilities :math:`p = e^{z - \mathrm{lse}(z)}` kept for the gradient."""
-    lse = log_sum_exp(xp, logits)
-    loss = (xp.sum(lse) - xp.sum(logits * targets_one_hot)) * scale
-    return loss, xp.exp(logits - lse)
+    the softmax probabilities :math:`p` kept for the gradient.
+
+    With the row maxima :math:`m_n` subtracted first, :math:`u = z - m`, each term is
+    :math:`\log \sum_k e^{u_{n,k}} - u_{n,y_n}`, a sum of two numbers :math:`\ge 0`: no
+    exponential overflows, and large logits (:math:`\pm 10^4` in float32) lose no digits
+    to cancellation, as :math:`\mathrm{lse}(z) - z_{y}` would.  The probabilities reuse
+    the exponentials, :math:`p = e^{u} / \sum_k e^{u_k}`.
+    """
+    u = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(u)
+    s = xp.sum(e, axis=1, keepdims=True)
+    loss = (xp.sum(xp.log(s)) - xp.sum(u * targets_one_hot)) * scale
+    return loss, e / s
 
 
 def cross_entropy_loss_gradient(probs: Array, targets_one_hot: Array, scale: float) -> Array:
@@ -210,8 +228,13 @@ def cross_entropy_loss_gradient(probs: Array, targets_one_hot: Array, scale: flo
 
 def bce_with_logits_loss(xp: Any, logits: Array, target: Array, scale: float) -> Array:
     r""":math:`\ell = c \sum \big(\max(z,0) - z y + \log(1 + e^{-|z|})\big)`, the binary
-    cross-entropy of :math:`\sigma(z)` written so that no exponential overflows."""
-    terms = xp.where(logits > 0, logits, 0.0) - logits * target
+    cross-entropy of :math:`\sigma(z)` written so that no exponential overflows.
+
+    :math:`\max(z,0) - z y` is computed as :math:`z (1 - y)` for :math:`z > 0` and
+    :math:`-z y` otherwise: for targets in :math:`[0, 1]` no digits are lost to
+    cancellation at large logits, and targets of exactly 0 or 1 give no NaN.
+    """
+    terms = xp.where(logits > 0, logits * (1.0 - target), -logits * target)
     terms = terms + xp.log1p(xp.exp(-xp.abs(logits)))
     return xp.sum(terms) * scale
 

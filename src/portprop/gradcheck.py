@@ -126,7 +126,12 @@ def gradcheck(
     try:
         f64 = backend.float_dtype("float64")
     except DtypeUnsupportedError as exc:
-        msg = f"gradcheck needs float64, which this backend lacks: {exc}"
+        msg = (
+            "gradcheck compares gradients in float64 (finite differences in float32 are too "
+            f"coarse), which the backend of model lacks: {exc} Check a copy on a backend "
+            "with float64 instead: pp.gradcheck(copy.deepcopy(model).to('numpy'), loss, x, "
+            "target). The model was not changed."
+        )
         raise DtypeUnsupportedError(msg) from None
     net = copy.deepcopy(model).to(dtype=f64).eval()
     crit = copy.deepcopy(loss)

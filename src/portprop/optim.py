@@ -11,12 +11,13 @@ hyperparameters give the same trajectory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from portprop._backend import Backend, backend_of
+from portprop._backend import Backend, backend_of, dtype_name
 from portprop.errors import StateDictError
 from portprop.module import Parameter
 
@@ -77,6 +78,26 @@ def _count(value: Any) -> int | None:
     return number if number >= 0 else None
 
 
+def _check_gradient(backend: Backend, p: Parameter, g: Any, index: int) -> None:
+    """Raise unless the gradient ``g`` of ``p`` (``params[index]``) has the library,
+    device, dtype and shape of ``p.data``, which lives on ``backend``."""
+    name = f"params[{index}].grad"
+    backend.check(g, name, owner=f"params[{index}]")
+    w = p.data
+    if g.dtype != w.dtype:
+        msg = (
+            f"{name} has dtype {dtype_name(g.dtype)} but params[{index}] has "
+            f"{dtype_name(w.dtype)}; a gradient must have its parameter's dtype"
+        )
+        raise TypeError(msg)
+    if tuple(g.shape) != tuple(w.shape):
+        msg = (
+            f"{name} has shape {tuple(g.shape)} but params[{index}] has shape "
+            f"{tuple(w.shape)}; a gradient must have its parameter's shape"
+        )
+        raise ValueError(msg)
+
+
 def _moving_average(
     backend: Backend, average: Array, beta: float, x: Array, scratch: Array | None
 ) -> Array:
@@ -125,19 +146,34 @@ class Optimizer:
                 raise TypeError(msg)
         self.state: list[dict[str, Array]] = [{} for _ in self.params]
 
-    def _backend_and_scratch(self, p: Parameter, state: dict[str, Any]) -> tuple[Backend, Any]:
+    def _backend_and_scratch(
+        self, p: Parameter, state: dict[str, Any], index: int = 0
+    ) -> tuple[Backend, Any]:
         """The backend of ``p`` (looked up once, and again if the model moved) and the
-        scratch buffer that keeps :meth:`Backend.add_scaled` allocation-free."""
+        scratch buffer that keeps :meth:`Backend.add_scaled` allocation-free.
+
+        Checks ``p.grad`` (when there is one) against ``p`` before anything changes, so
+        that a gradient of another library, device, dtype or shape raises a typed error
+        naming ``params[index].grad``.
+        """
         backend = state.get("backend")
-        if backend is None or not backend.owns(p.data) or state["dtype"] != p.data.dtype:
-            new = backend_of(p.data, names=("parameter",))
+        w = p.data
+        if backend is None or not backend.owns(w) or state["dtype"] != w.dtype:
+            new = backend_of(w, names=(f"params[{index}]",))
+            if p.grad is not None:
+                _check_gradient(new, p, p.grad, index)
             if backend is not None:  # the model moved: move the buffers with it
-                for key in self._BUFFERS:
-                    if key in state:
-                        state[key] = new.asarray(state[key], dtype=p.data.dtype, copy=True)
+                moved = {
+                    key: new.asarray(state[key], dtype=w.dtype, copy=True)
+                    for key in self._BUFFERS
+                    if key in state
+                }
+                state.update(moved)
             backend = state["backend"] = new
-            state["dtype"] = p.data.dtype
-            state["scratch"] = backend.scratch_like(p.data)
+            state["dtype"] = w.dtype
+            state["scratch"] = backend.scratch_like(w)
+        elif p.grad is not None:
+            _check_gradient(backend, p, p.grad, index)
         return backend, state["scratch"]
 
     @staticmethod
@@ -155,18 +191,31 @@ class Optimizer:
 
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient (the others are
-        skipped, and their step count does not advance)."""
+        skipped, and their step count does not advance).
+
+        Every gradient is checked before any parameter changes: one of another library,
+        device, dtype or shape than its parameter raises :class:`MixedBackendError`,
+        :class:`MixedDeviceError`, ``TypeError`` or ``ValueError``, and leaves every
+        parameter and the optimizer's state as they were.
+        """
         first = self.state[0].get("backend") or backend_of(self.params[0].data)
         first.run(self._update_all)  # CuPy computes on the current device; the others ignore it
 
     def _update_all(self) -> None:
-        for p, state in zip(self.params, self.state, strict=True):
+        # Check first, update after: a bad gradient must leave every parameter unchanged.
+        # The fast path checks each gradient against the backend and dtype its parameter
+        # had at the last step; anything else (the first step, a moved model, a foreign
+        # gradient) takes the slow path, which looks the parameter's backend up again.
+        ready = []
+        for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
             g = p.grad
             if g is None:
                 continue
             backend = state.get("backend")
-            if backend is None or not backend.owns(p.data) or state["dtype"] != p.data.dtype:
-                backend, _ = self._backend_and_scratch(p, state)  # first step, or it moved
+            if backend is None or not backend.owns(g) or g.dtype != state["dtype"]:
+                backend, _ = self._backend_and_scratch(p, state, i)
+            ready.append((p, g, state, backend))
+        for p, g, state, backend in ready:
             state["step"] = state.get("step", 0) + 1
             self._update(p, g, state, backend, state["scratch"])
 
@@ -599,8 +648,15 @@ def clip_grad_norm_(
     The total norm is the ``norm_type``-norm of all the gradients together, as if they
     were concatenated into one vector.  When it exceeds ``max_norm``, every gradient is
     multiplied by ``max_norm / (total + 1e-6)``.  Parameters with ``grad is None`` are
-    left out.  As in torch, a non-finite total (an overflowing gradient) turns the
-    gradients into NaN or zeros; check the returned value to skip such a step.
+    left out; the parameters may live on several backends and devices (the partial norms
+    are combined on the host).  As in torch, a non-finite total (a gradient holding NaN
+    or infinity) turns the gradients into NaN or zeros; check the returned value to skip
+    such a step.
+
+    The norm does not overflow while every gradient is finite: a sum of powers that
+    overflows (float32 gradients of about ``1e19`` and more, for the 2-norm) or underflows
+    is computed again for that gradient, divided by its largest absolute value first.
+    That costs one more reduction, for those gradients only.
 
     Parameters
     ----------
@@ -613,7 +669,15 @@ def clip_grad_norm_(
     Returns
     -------
     float
-        The total norm before clipping (``0.0`` when no parameter has a gradient).
+        The total norm before clipping (``0.0`` when no parameter has a gradient).  It is
+        ``inf`` only when a gradient holds an infinity or when the norm exceeds the
+        largest float64; the gradients are still scaled correctly in the second case.
+
+    Raises
+    ------
+    MixedBackendError, MixedDeviceError, TypeError, ValueError
+        If a gradient is not an array of its parameter's library, device, dtype and
+        shape; nothing is changed then.
     """
     limit = _hyper(max_norm, "max_norm", strict=True)
     try:
@@ -629,31 +693,78 @@ def clip_grad_norm_(
         if not isinstance(p, Parameter):
             msg = f"params[{i}] must be a portprop Parameter, got {type(p).__name__}"
             raise TypeError(msg)
-    grads: list[tuple[Parameter, Array]] = [
-        (p, p.grad) for p in group if p.grad is not None and 0 not in p.grad.shape
-    ]
-    parts = []  # per gradient: max |g| for the inf-norm, sum |g|^p otherwise
-    for _, g in grads:
-        xp = backend_of(g, names=("grad",)).xp
+    grads: list[tuple[Parameter, Array, Backend]] = []
+    backend: Backend | None = None
+    for i, p in enumerate(group):
+        g = p.grad
+        if g is None:
+            continue
+        if backend is None or not backend.owns(g):  # looked up again only when it changes
+            backend = backend_of(g, names=(f"params[{i}].grad",))
+        if not backend.owns(p.data) or g.dtype != p.data.dtype or g.shape != p.data.shape:
+            _check_gradient(backend_of(p.data, names=(f"params[{i}]",)), p, g, i)
+        if 0 not in g.shape:
+            grads.append((p, g, backend))
+    # NumPy warns when a sum of squares overflows, which is handled below, and when an
+    # infinite gradient is multiplied by a scale of 0 (torch's NaN): keep it quiet.
+    noisy = [b for _, _, b in grads if b.warns]
+    with noisy[0].quiet() if noisy else contextlib.nullcontext():
+        return _clip(grads, limit, order)
+
+
+def _clip(grads: list[tuple[Parameter, Array, Backend]], limit: float, order: float) -> float:
+    """:func:`clip_grad_norm_` of checked gradients."""
+    # Per gradient, (m, s) with its norm**order = m**order * s: m = 1 and s the plain sum
+    # of |g|**order, unless that sum over- or underflowed (then m = max |g|, finite).
+    parts = []
+    for _, g, backend in grads:
+        xp = backend.xp
         if order == math.inf:
-            parts.append(float(xp.max(xp.abs(g))))
-        elif order == 2.0:
-            parts.append(float(xp.sum(g * g)))
-        else:
-            parts.append(float(xp.sum(xp.abs(g) ** order)))
+            parts.append((1.0, float(xp.max(xp.abs(g)))))
+            continue
+        s = float(xp.sum(g * g)) if order == 2.0 else float(xp.sum(xp.abs(g) ** order))
+        parts.append((1.0, s) if _SAFE_SUM[0] < s < _SAFE_SUM[1] else _scaled_sum(xp, g, order))
     if not parts:
         return 0.0
-    if order == math.inf:
-        total = max(parts)
-    elif order == 2.0:
-        total = math.sqrt(math.fsum(parts))
+    sums = [s for _, s in parts]
+    if any(math.isnan(s) for s in sums):
+        total = scale = math.nan
+    elif order == math.inf:
+        total = max(sums)
+        scale = limit / (total + 1e-6)
     else:
-        total = math.fsum(parts) ** (1.0 / order)
-    scale = limit / (total + 1e-6)
+        top = max(m for m, _ in parts)
+        acc = math.fsum(s if m == top else (m / top) ** order * s for m, s in parts)
+        root = math.sqrt(acc) if order == 2.0 else acc ** (1.0 / order)
+        total = top * root
+        scale = limit / (total + 1e-6)
+        if math.isinf(total) and math.isfinite(root):
+            scale = limit / top / root  # beyond float64, but the scale is not
     if not scale >= 1.0:  # torch multiplies by min(scale, 1), NaN included
-        for p, g in grads:
-            with backend_of(g).scope():
+        # a factor below float32's smallest normal number would lose digits: apply two
+        factors = (scale,) if not 0.0 < scale < 1e-30 else (math.sqrt(scale),) * 2
+        for p, g, backend in grads:
+            with backend.scope():
                 scaled = g
-                scaled *= scale  # in place, or a new array on JAX
+                for factor in factors:
+                    scaled *= factor  # in place, or a new array on JAX
             p.grad = scaled
     return total
+
+
+# Sums of |g|**p within these bounds lost nothing to overflow or underflow (a float32
+# sum below 1e-30 may have dropped terms under float32's smallest normal number, 1e-38),
+# and math.fsum can add a million of them without overflowing.
+_SAFE_SUM = (1e-30, 1e250)
+
+
+def _scaled_sum(xp: Any, g: Array, order: float) -> tuple[float, float]:
+    """``(m, s)`` with ``m = max |g|`` and ``s = sum (|g| / m)**order``, so that
+    ``sum |g|**order = m**order * s`` without overflow; ``(1, m**order)`` when ``m`` is
+    0, NaN or infinite."""
+    m = float(xp.max(xp.abs(g)))
+    if m == 0.0 or not math.isfinite(m):
+        return 1.0, m**order  # 0, inf or NaN
+    q = xp.abs(g) / m  # m is a value of g's dtype, so q lies in [0, 1]
+    s = float(xp.sum(q * q)) if order == 2.0 else float(xp.sum(q**order))
+    return m, s

@@ -322,10 +322,16 @@ class ReduceLROnPlateau(Schedule):
         Epochs ignored after a reduction, ``>= 0``.
     min_lr : float, optional
         The rate never goes below it, ``>= 0``.
+    monitor : str, optional
+        The key of the epoch's logs that :func:`portprop.fit` steps this schedule with
+        (``"val_loss"``, ``"loss"``, ``"val_accuracy"``, ... as Keras's ``monitor``; torch
+        has no such parameter).  ``None`` (the default) means ``"val_loss"`` when ``fit``
+        has validation data and ``"loss"`` otherwise.  ``fit`` refuses, before training,
+        a key it does not log.  Set ``mode="max"`` for a value that should go up.
     """
 
     needs_metric = True
-    _SETTINGS = ("mode", "factor", "patience", "threshold", "cooldown", "min_lr")
+    _SETTINGS = ("mode", "factor", "patience", "threshold", "cooldown", "min_lr", "monitor")
     _EPS = 1e-8  # torch's default eps: smaller reductions are ignored
     mode: Literal["min", "max"]
     factor: float
@@ -333,6 +339,7 @@ class ReduceLROnPlateau(Schedule):
     threshold: float
     cooldown: int
     min_lr: float
+    monitor: str | None
 
     def __init__(
         self,
@@ -343,6 +350,8 @@ class ReduceLROnPlateau(Schedule):
         threshold: float = 1e-4,
         cooldown: int = 0,
         min_lr: float = 0.0,
+        *,
+        monitor: str | None = None,
     ) -> None:
         self._configure(
             {
@@ -352,6 +361,7 @@ class ReduceLROnPlateau(Schedule):
                 "threshold": threshold,
                 "cooldown": cooldown,
                 "min_lr": min_lr,
+                "monitor": monitor,
             }
         )
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -364,6 +374,14 @@ class ReduceLROnPlateau(Schedule):
         if mode not in ("min", "max"):
             msg = f"mode must be 'min' or 'max', got {mode!r}"
             raise ValueError(msg)
+        # A state dict saved before ``monitor`` existed lacks it: keep the current one.
+        monitor = settings.get("monitor", getattr(self, "monitor", None))
+        if monitor is not None and not isinstance(monitor, str):
+            msg = f"monitor must be None or a log key such as 'val_loss', got {monitor!r}"
+            raise TypeError(msg)
+        if monitor is not None and not monitor.strip():
+            msg = f"monitor must be a log key such as 'val_loss' (or None), got {monitor!r}"
+            raise ValueError(msg)
         return {
             "mode": mode,
             "factor": _hyper(settings["factor"], "factor", strict=True, high=1.0),
@@ -371,7 +389,15 @@ class ReduceLROnPlateau(Schedule):
             "threshold": _hyper(settings["threshold"], "threshold"),
             "cooldown": _integer(settings["cooldown"], "cooldown", 0),
             "min_lr": _hyper(settings["min_lr"], "min_lr"),
+            "monitor": monitor,
         }
+
+    def _layout_problem(self, state_dict: Any) -> str:
+        settings = state_dict.get("settings") if isinstance(state_dict, Mapping) else None
+        if isinstance(settings, Mapping) and "monitor" not in settings:
+            # saved before ``monitor`` existed: check the layout with the current one
+            state_dict = {**state_dict, "settings": {**settings, "monitor": self.monitor}}
+        return super()._layout_problem(state_dict)
 
     def _lr_at(self, n: int) -> float:  # noqa: ARG002 - only step(metric) changes the rate
         return self.optimizer.lr
