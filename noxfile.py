@@ -1,12 +1,14 @@
 """The test matrix: one session per backend, plus lint, typecheck and docs.
 
 ``nox`` runs every session this machine can run; the CuPy session skips itself where no
-CUDA device is present.  CI pins the CPU build of torch through ``.ci/constraints.txt``
+CUDA device is present, and the fuzz session runs the checkpoint loader's fuzz test for
+a few minutes.  CI pins the CPU build of torch through ``.ci/constraints.txt``
 (``PIP_CONSTRAINT``); users installing portprop get whatever torch pip picks for them.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -79,6 +81,30 @@ def tests_array_api_strict(session: nox.Session) -> None:
 def tests_cupy(session: nox.Session) -> None:
     """The suite on CuPy (skipped without a CUDA device)."""
     _run_tests(session, "cupy")
+
+
+FUZZ_TEST = (
+    "tests/test_reliability_checkpoints.py"
+    "::test_fuzz_the_loader_loads_a_valid_model_or_raises_checkpoint_error"
+)
+
+
+@nox.session(default=True)
+def fuzz(session: nox.Session) -> None:
+    """The checkpoint loader's fuzz test, long: 12000 examples (about 4 minutes on 2 cores).
+
+    ``nox -s fuzz -- --hypothesis-seed=N`` repeats a run; PORTPROP_FUZZ_EXAMPLES in the
+    environment sets the number of examples.
+    """
+    session.install("-e", ".", *TEST_DEPS)
+    examples = os.environ.get("PORTPROP_FUZZ_EXAMPLES", "12000")
+    session.run(
+        "pytest",
+        FUZZ_TEST,
+        "--hypothesis-show-statistics",
+        *session.posargs,
+        env={"PORTPROP_FUZZ_EXAMPLES": examples, "PORTPROP_BACKEND": "numpy"},
+    )
 
 
 @nox.session

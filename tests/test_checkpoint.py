@@ -1,25 +1,22 @@
 """Checkpoints: round trips on every backend, across backends, optimizer and random state,
-atomic writes, a strict reader of crafted and fuzzed files, and no unpickling anywhere."""
+atomic writes, and a strict reader of malformed files.
+
+The reliability cases of issue 4 (crafted files, mismatched tensors, other formats and
+versions, pickles, a writer killed mid-save, read-only directories and full disks) and
+the fuzz test of the loader are in test_reliability_checkpoints.py."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import signal
 import struct
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import load_backend, to_numpy
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import portprop as pp
 from portprop import checkpoint as ckpt
@@ -268,19 +265,6 @@ def _metadata(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return ckpt.read_safetensors(path)
 
 
-def test_a_newer_format_version_is_refused_with_both_versions(tmp_path):
-    path = tmp_path / "m.safetensors"
-    pp.save(path, _net())
-    tensors, metadata = _metadata(path)
-    ckpt.write_safetensors(path, tensors, {**metadata, "portprop.checkpoint": "2"})
-    with pytest.raises(pp.CheckpointError) as info:
-        pp.load(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert "format version 2" in message
-    assert "reads format version 1" in message
-
-
 def test_save_checks_its_arguments_and_writes_nothing(tmp_path):
     path = tmp_path / "m.safetensors"
     with pytest.raises(TypeError, match="portprop Module"):
@@ -481,27 +465,6 @@ def test_a_corrupt_random_state_restores_nothing(tmp_path):
 # ---- atomic writes ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("failing", ["fsync", "replace"])
-def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing):
-    path = tmp_path / "m.safetensors"
-    first = _net(seed=0)
-    pp.save(path, first, epoch=1)
-
-    def full_disk(*args: Any, **kwargs: Any) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, failing, full_disk)
-    with pytest.raises(pp.CheckpointError, match=re.escape(str(path))) as info:
-        pp.save(path, _net(seed=1), epoch=2)
-    monkeypatch.undo()
-    assert isinstance(info.value.__cause__, OSError)
-    assert info.value.__cause__.errno == errno.ENOSPC
-    loaded = pp.load(path)
-    assert loaded.epoch == 1
-    _assert_same_params(_host_params(loaded.model), _host_params(first))
-    assert _temporaries(tmp_path) == []
-
-
 def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     pp.save(path, _net(), epoch=1)
@@ -524,82 +487,6 @@ def test_a_directory_that_is_a_file_is_a_checkpoint_error(tmp_path):
     with pytest.raises(pp.CheckpointError, match=re.escape(str(path))) as info:
         pp.save(path, _net())
     assert isinstance(info.value.__cause__, OSError)
-
-
-def test_the_temporary_file_is_hidden_beside_the_target(tmp_path, monkeypatch):
-    seen = []
-    real_replace = Path.replace
-
-    def spy(self: Path, target: Any) -> Path:
-        seen.append((self, Path(target)))
-        return real_replace(self, target)
-
-    monkeypatch.setattr(Path, "replace", spy)
-    pp.save(tmp_path / "m.safetensors", _net())
-    [(temporary, target)] = seen
-    assert target == tmp_path / "m.safetensors"
-    assert temporary.parent == tmp_path
-    assert temporary.name.startswith(".m.safetensors.")
-    assert temporary.name.endswith(".tmp")
-
-
-_SLOW_WRITER = textwrap.dedent(
-    """
-    import sys, time
-    import numpy as np
-    import portprop as pp
-    from portprop import checkpoint as ckpt
-
-    def slow(f, array):
-        data = array.reshape(-1).view(np.uint8)
-        for i in range(0, data.size, 4096):
-            f.write(data[i : i + 4096].data)
-            f.flush()
-            print("writing", flush=True)
-            time.sleep(0.05)
-
-    ckpt._write_array = slow
-    big = pp.Sequential(pp.Linear(512, 512, seed=1), pp.ReLU(), pp.Linear(512, 2, seed=2))
-    pp.save(sys.argv[1], big, epoch=99)
-    print("finished", flush=True)
-    """
-)
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
-def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
-    path = tmp_path / "m.safetensors"
-    first = _net()
-    pp.save(path, first, epoch=1)
-    with subprocess.Popen(
-        [sys.executable, "-c", _SLOW_WRITER, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None
-            line = child.stdout.readline()
-            if line.strip() != "writing":
-                child.wait(timeout=60)
-                pytest.fail(f"the writer did not start: {line!r} {child.communicate()[1]}")
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    assert child.returncode == -signal.SIGKILL
-
-    loaded = pp.load(path)
-    assert loaded.epoch == 1
-    _assert_same_params(_host_params(loaded.model), _host_params(first))
-    # what the killed writer left is a hidden .tmp file, which no glob for checkpoints finds
-    leftovers = [p.name for p in tmp_path.iterdir() if p != path]
-    assert len(leftovers) == 1
-    assert leftovers[0].startswith(".m.safetensors.")
-    assert leftovers[0].endswith(".tmp")
-    assert [p.name for p in tmp_path.glob("*.safetensors")] == ["m.safetensors"]
 
 
 # ---- crafted files ---------------------------------------------------------------------
@@ -648,6 +535,11 @@ CONTAINER_CASES = {
         "do not cover the data contiguously",
     ),
     "trailing bytes": (_file(_f32("a", [1], 0, 4), bytes(8)), "4 extra bytes"),
+    "too many bytes for NumPy": (
+        _file(_f32("t", [0, 2**62], 0, 0)),
+        "a NumPy array has at most 32 dimensions, and 9223372036854775807 bytes",
+    ),
+    "too many dimensions": (_file(_f32("t", [1] * 33, 0, 4), bytes(4)), "at most 32 dimensions"),
     "metadata not an object": (_file({"__metadata__": ["a"]}), "'__metadata__' must be"),
     "metadata value not a string": (
         _file({"__metadata__": {"epoch": 3}}),
@@ -758,113 +650,13 @@ def test_unexpected_tensors_raise_checkpoint_error(tmp_path, tensor, problem):
         pp.load(path)
 
 
-def test_every_truncation_of_a_checkpoint_is_refused(tmp_path):
-    path = tmp_path / "m.safetensors"
-    pp.save(path, pp.Sequential(pp.Linear(2, 3), pp.ReLU(), pp.Linear(3, 1)))
-    content = path.read_bytes()
-    cut = tmp_path / "cut.safetensors"
-    for size in [0, 1, 7, 8, 9, 100, len(content) - 4, len(content) - 1]:
-        cut.write_bytes(content[:size])
-        with pytest.raises(pp.CheckpointError, match=re.escape(str(cut))):
-            pp.load(cut)
-
-
-# ---- no unpickling anywhere ------------------------------------------------------------
-
-
-def test_no_pickle_loader_in_the_package():
-    forbidden = [
-        "pickle" + ".load",  # pickle.load and pickle.loads
-        "allow_pickle" + "=True",
-        "torch" + ".load",
-        "cloudpickle",
-        "dill" + ".load",
-        "joblib" + ".load",
-    ]
-    found = []
-    for source in sorted(SRC.rglob("*.py")):
-        text = source.read_text(encoding="utf-8")
-        found += [f"{source.name}: {word}" for word in forbidden if word in text]
-        for call in re.findall(r"np\.load\(([^)]*)\)", text):
-            if "allow_pickle=False" not in call:
-                found.append(f"{source.name}: np.load({call}) without allow_pickle=False")
-    assert found == []
+# ---- imports ---------------------------------------------------------------------------
 
 
 def test_checkpoint_imports_no_array_library_but_numpy():
     text = (SRC / "checkpoint.py").read_text(encoding="utf-8")
     for library in ("torch", "jax", "cupy", "array_api_strict"):
         assert not re.search(rf"^\s*(import|from) {library}\b", text, re.MULTILINE), library
-
-
-# ---- fuzzing ---------------------------------------------------------------------------
-
-
-def _base_file() -> bytes:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "base.safetensors"
-        model = pp.Sequential(pp.Linear(2, 3, seed=0), pp.LeakyReLU(0.1), pp.Linear(3, 1, seed=1))
-        pp.save(path, model, pp.SGD(model.parameters(), lr=0.1, momentum=0.9), epoch=2, extra=[1])
-        return path.read_bytes()
-
-
-_BASE = _base_file()
-
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-@st.composite
-def _mutated(draw: st.DrawFn) -> bytes:
-    content = bytearray(_BASE)
-    for _ in range(draw(st.integers(1, 6))):
-        position = draw(st.integers(0, len(content) - 1))
-        content[position] = draw(st.integers(0, 255))
-    if draw(st.booleans()):
-        content = content[: draw(st.integers(0, len(content)))]
-    return bytes(content)
-
-
-@st.composite
-def _rewritten(draw: st.DrawFn) -> bytes:
-    """The base file with one metadata value replaced by arbitrary JSON (or text)."""
-    (length,) = struct.unpack("<Q", _BASE[:8])
-    header = json.loads(_BASE[8 : 8 + length])
-    key = draw(st.sampled_from(sorted(header["__metadata__"])))
-    value = draw(_json.map(json.dumps) | st.text(max_size=20))
-    header["__metadata__"][key] = value
-    if draw(st.booleans()):  # also disturb a tensor entry
-        name = draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
-        field = draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
-        header[name][field] = draw(_json)
-    return _file(json.dumps(header).encode(), _BASE[8 + length :])
-
-
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(content=st.binary(max_size=64) | _mutated() | _rewritten())
-def test_fuzzed_files_load_or_raise_checkpoint_error(tmp_path, content):
-    path = tmp_path / "fuzz.safetensors"
-    path.write_bytes(content)
-    message = ""
-    try:
-        loaded = pp.load(path)
-    except pp.CheckpointError as exc:  # anything else fails the test
-        message = str(exc)
-    else:
-        assert isinstance(loaded.model, pp.Module)
-        return
-    assert str(path) in message
 
 
 # ---- torch interoperability ------------------------------------------------------------

@@ -34,17 +34,25 @@ Guarantees:
 - Reading never unpickles anything; the reader checks the whole layout (header size,
   JSON, dtypes, shapes against offsets, offsets in range, contiguous, no overlap, no
   trailing bytes) before it touches the data, and raises :class:`CheckpointError`
-  naming the file and the problem.
-- Writing is atomic: the bytes go to a hidden temporary file (``.<name>.<random>.tmp``)
-  in the target's directory, which is flushed, synced, renamed onto the target with
-  :func:`os.replace`, and the directory synced.  A failure or a crash at any point
-  leaves an earlier checkpoint at that path intact.
+  naming the file and the problem.  A pickle, a torch ``.pt`` file, a NumPy ``.npz``
+  or ``.npy`` file is recognised and refused as "not a safetensors checkpoint".
+- Every parameter and every floating array of the optimizer's state is finite: a
+  checkpoint with a NaN or an infinity is corrupt, so :func:`load` and
+  :func:`load_into` refuse it, and :func:`save` refuses to write one (which would
+  replace a good checkpoint with a useless one).
+- Writing is atomic (:func:`portprop._io.write_atomically`): the bytes go to a file
+  without a name (Linux, ``O_TMPFILE``) or to a hidden temporary file
+  (``.<name>.<random>.tmp``) in the target's directory, which is flushed, synced and
+  then given the target's name in one rename, and the directory synced.  A failure,
+  a crash or a kill at any point leaves an earlier checkpoint at that path intact,
+  and on Linux leaves no temporary file behind.
 - Arrays pass through host memory, so a checkpoint written from any backend loads on
   any other with bit-identical values (for the same dtype).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -95,6 +103,7 @@ _OPTIMIZER_PREFIX = "optimizer.state."
 _CHUNK_BYTES = 16 * 1024 * 1024
 _MAX_NDIM = 32  # NumPy 1.x holds at most 32 dimensions (2.x: 64)
 _MAX_NESTING = 32  # Sequential within Sequential
+_MAX_BYTES = int(np.iinfo(np.intp).max)  # the largest array NumPy can describe
 
 # safetensors dtype code -> little-endian NumPy dtype.  BF16 and the FP8 codes have no
 # NumPy dtype and are refused as unknown.
@@ -119,6 +128,40 @@ PathLike = str | os.PathLike[str]
 
 def _bad(path: PathLike, problem: str) -> CheckpointError:
     return CheckpointError(f"{os.fspath(path)!r} is not a valid portprop checkpoint: {problem}")
+
+
+def _size(n: int) -> str:
+    """``n`` bytes, for people: ``"100 MiB"``, ``"1.5 TiB"``."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    power = 0
+    while power < len(units) - 1 and n >= 1024 ** (power + 1):
+        power += 1
+    if power == 0:
+        return f"{n} bytes"
+    return f"{n / 1024**power:.1f}".removesuffix(".0") + f" {units[power]}"
+
+
+# The first bytes of files that people mistake for checkpoints.  A safetensors file may
+# start with any of them (they are the low bytes of its header length), so they are
+# only looked at once the file has failed to parse as safetensors.
+_FOREIGN_FORMATS = (
+    (b"PK\x03\x04", "a ZIP archive (such as a torch .pt/.pth file or a NumPy .npz)"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\x93NUMPY", "a NumPy .npy file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (such as a Keras .h5)"),
+    (b"\x1f\x8b", "a gzip file"),
+    *((b"\x80" + bytes([protocol]), "a Python pickle") for protocol in range(2, 6)),
+)
+
+
+def _foreign_format(f: BinaryIO) -> str | None:
+    """What kind of file ``f`` is, if it is a well-known format other than safetensors."""
+    f.seek(0)
+    start = f.read(8)
+    for magic, kind in _FOREIGN_FORMATS:
+        if start.startswith(magic):
+            return kind
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -193,11 +236,28 @@ def _write_array(f: BinaryIO, array: np.ndarray[Any, Any]) -> None:
     f.writelines(data[i : i + _CHUNK_BYTES].data for i in range(0, data.size, _CHUNK_BYTES))
 
 
+_WRITE_FAILURES = {
+    errno.EACCES: "permission denied: the directory is not writable by this user",
+    errno.EPERM: "permission denied: the directory is not writable by this user",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "no space left: the disk quota is exceeded",
+    errno.ENOENT: "the directory does not exist",
+    errno.ENOTDIR: "a part of the directory path is not a directory",
+    errno.EISDIR: "the path is a directory",
+    errno.EFBIG: "the file would be larger than this process or the file system allows",
+}
+
+
 def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         write_atomically(path, write)
     except OSError as exc:
-        msg = f"could not write checkpoint {os.fspath(path)!r}: {exc}"
+        reason = _WRITE_FAILURES.get(exc.errno or 0, "the operating system refused")
+        msg = (
+            f"could not write checkpoint {os.fspath(path)!r}: {reason} ({exc}); "
+            "an earlier file at that path is unchanged"
+        )
         raise CheckpointError(msg) from exc
 
 
@@ -223,7 +283,17 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray[Any, Any]], d
     """
     with Path(os.fspath(path)).open("rb") as f:
         size = os.fstat(f.fileno()).st_size
-        header = _read_header(f, size, path)
+        try:
+            header = _read_header(f, size, path)
+        except CheckpointError:
+            kind = _foreign_format(f)
+            if kind is None:
+                raise
+            problem = (
+                f"it is {kind}, not a safetensors checkpoint; portprop reads safetensors "
+                "files only, and never unpickles a file"
+            )
+            raise _bad(path, problem) from None
         metadata = _check_metadata(header.pop("__metadata__", {}), path)
         data_start = f.tell()
         entries = _check_entries(header, size - data_start, path)
@@ -249,7 +319,7 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray[Any, Any]], d
 
 def _read_header(f: BinaryIO, size: int, path: PathLike) -> dict[str, Any]:
     if size == 0:
-        raise _bad(path, "the file is empty")
+        raise _bad(path, "the file is empty (0 bytes)")
     if size < 8:
         raise _bad(
             path,
@@ -260,14 +330,15 @@ def _read_header(f: BinaryIO, size: int, path: PathLike) -> dict[str, Any]:
     if length > MAX_HEADER_BYTES:
         raise _bad(
             path,
-            f"the header length is {length} bytes, over the limit of {MAX_HEADER_BYTES} "
-            "(the file is corrupt or not a checkpoint)",
+            f"its header length is {length} bytes ({_size(length)}), over the limit of "
+            f"{MAX_HEADER_BYTES} bytes ({_size(MAX_HEADER_BYTES)}): the file is corrupt or "
+            "not a safetensors checkpoint",
         )
     if length > size - 8:
         raise _bad(
             path,
-            f"the header length ({length} bytes) is larger than the rest of the file "
-            f"({size - 8} bytes): the file is truncated or not a checkpoint",
+            f"its header length ({length} bytes) is larger than the rest of the file "
+            f"({size - 8} bytes): the file is truncated or not a safetensors checkpoint",
         )
     raw = f.read(length)
     if len(raw) != length:
@@ -333,7 +404,7 @@ def _check_entries(
 ) -> list[tuple[str, np.dtype[Any], tuple[int, ...], int, int]]:
     entries = []
     for name, entry in header.items():
-        where = f"tensor {name!r}"
+        where = f"tensor {name!r:.100}"
         if not isinstance(entry, dict):
             raise _bad(path, f"{where} must be a JSON object, got {_json_type(entry)}")
         keys = set(entry)
@@ -344,28 +415,40 @@ def _check_entries(
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(code, str) or code not in _DTYPES:
             raise _bad(
-                path, f"{where} has unknown dtype {code!r}; this reader knows {', '.join(_DTYPES)}"
+                path,
+                f"{where} has unknown dtype {code!r:.80}; this reader knows {', '.join(_DTYPES)}",
             )
         if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
-            raise _bad(path, f"{where} has shape {shape!r}; expected a list of non-negative ints")
-        if len(shape) > _MAX_NDIM or any(n >= 2**63 for n in shape):
+            raise _bad(
+                path, f"{where} has shape {shape!r:.200}; expected a list of non-negative ints"
+            )
+        itemsize = _DTYPES[code].itemsize
+        if len(shape) > _MAX_NDIM or math.prod(n for n in shape if n) * itemsize > _MAX_BYTES:
             raise _bad(
                 path,
                 f"{where} has shape {shape!r:.200}; a NumPy array has at most {_MAX_NDIM} "
-                "dimensions, each below 2**63",
+                f"dimensions, and {_MAX_BYTES} bytes when the zero ones are left out",
             )
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
             or not all(_is_int(n) for n in offsets)
         ):
-            raise _bad(path, f"{where} has data_offsets {offsets!r}; expected [begin, end] (ints)")
+            raise _bad(
+                path, f"{where} has data_offsets {offsets!r:.200}; expected [begin, end] (ints)"
+            )
         begin, end = offsets
-        if not 0 <= begin <= end <= data_size:
+        if not 0 <= begin <= end:
             raise _bad(
                 path,
-                f"{where} has data_offsets {offsets} out of range: the data section holds "
-                f"{data_size} bytes",
+                f"{where} has data_offsets {offsets} out of range: expected 0 <= begin <= end",
+            )
+        if end > data_size:
+            raise _bad(
+                path,
+                f"{where} has data_offsets {offsets} out of range: its data would end at "
+                f"byte {end}, but the data section holds {data_size} bytes (the file is "
+                "truncated or corrupt)",
             )
         dtype = _DTYPES[code]
         needed = math.prod(shape) * dtype.itemsize
@@ -377,10 +460,14 @@ def _check_entries(
             )
         entries.append((name, dtype, tuple(shape), begin, end))
     entries.sort(key=lambda e: (e[3], e[4]))
-    covered, previous = 0, None
+    covered, previous = 0, ""
     for name, _, _, begin, end in entries:
         if begin < covered:
-            raise _bad(path, f"the data of tensors {previous!r} and {name!r} overlap")
+            raise _bad(
+                path,
+                f"the data of tensors {previous!r:.100} (up to byte {covered}) and "
+                f"{name!r:.100} (data_offsets [{begin}, {end}]) overlap",
+            )
         if begin > covered:
             raise _bad(
                 path,
@@ -390,7 +477,9 @@ def _check_entries(
         covered, previous = end, name
     if covered < data_size:
         raise _bad(
-            path, f"{data_size - covered} extra bytes follow the last tensor (trailing data)"
+            path,
+            f"the data section holds {data_size} bytes, but the tensors cover {covered}: "
+            f"{data_size - covered} extra bytes follow the last tensor (trailing data)",
         )
     return entries
 
@@ -615,7 +704,10 @@ def save(
     Raises
     ------
     CheckpointError
-        If the file cannot be written; an earlier file at ``path`` is left intact.
+        If the file cannot be written (the message says why: permission denied, a
+        read-only file system, no space left, ...), or if a parameter or an array of
+        the optimizer's state holds a NaN or an infinity; an earlier file at ``path``
+        is left intact.
     """
     if not isinstance(model, Module):
         msg = f"model must be a portprop Module, got {type(model).__name__}"
@@ -643,6 +735,14 @@ def save(
         scalars, arrays = _split_optimizer_state(optimizer)
         metadata["optimizer"] = _dumps(scalars, "the optimizer's state_dict()")
         tensors.update(arrays)
+    for name, array in tensors.items():
+        problem = _not_finite(name, np.asarray(array))
+        if problem:
+            msg = (
+                f"cannot save checkpoint {os.fspath(path)!r}: {problem}, as a checkpoint "
+                "must (the model diverged?); nothing was written"
+            )
+            raise CheckpointError(msg)
     write_safetensors(path, tensors, metadata)
 
 
@@ -774,12 +874,15 @@ def _read(path: PathLike) -> _Contents:
     for name, array in tensors.items():
         if name.startswith(_MODEL_PREFIX):
             if array.dtype.kind != "f":
-                raise _bad(path, f"parameter {name!r} has dtype {array.dtype}, not a float")
+                raise _bad(path, f"parameter {name!r:.100} has dtype {array.dtype}, not a float")
             params[name.removeprefix(_MODEL_PREFIX)] = array
         elif name.startswith(_OPTIMIZER_PREFIX):
             optimizer_arrays[name.removeprefix(_OPTIMIZER_PREFIX)] = array
         else:
-            raise _bad(path, f"unexpected tensor {name!r} (neither 'model.' nor 'optimizer.')")
+            raise _bad(path, f"unexpected tensor {name!r:.100} (neither 'model.' nor 'optimizer.')")
+        problem = _not_finite(name, array)
+        if problem:
+            raise _bad(path, f"{problem}: the file is corrupt")
     optimizer = _read_optimizer(metadata, optimizer_arrays, path)
 
     epoch = _loads(metadata, "epoch", path)
@@ -801,18 +904,40 @@ def _read(path: PathLike) -> _Contents:
     )
 
 
+def _not_finite(name: str, array: np.ndarray[Any, Any]) -> str | None:
+    """Says how many NaNs and infinities a floating array holds, if any."""
+    if array.dtype.kind != "f":
+        return None
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    bad = array[~finite]
+    nan = int(np.isnan(bad).sum())
+    return (
+        f"tensor {name!r:.100} of shape {tuple(array.shape)} holds {nan} NaN and "
+        f"{bad.size - nan} infinite values; expected finite values only"
+    )
+
+
+def _index(text: str) -> int | None:
+    """``text`` as a number of up to 18 ASCII digits (an index, a version), else None."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def _check_version(metadata: Mapping[str, str], path: PathLike) -> int:
     if _FORMAT_KEY not in metadata:
         raise _bad(path, f"its metadata has no {_FORMAT_KEY!r} entry (not a portprop checkpoint)")
     text = metadata[_FORMAT_KEY]
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise _bad(path, f"unknown checkpoint format version {text!r}")
-    version = int(text)
+    version = _index(text)
+    if version is None or version < 1:
+        raise _bad(path, f"unknown checkpoint format version {text!r:.40}")
     if version > FORMAT_VERSION:
         writer = metadata.get("portprop.version", "a newer portprop")
         msg = (
             f"{os.fspath(path)!r} has checkpoint format version {version} (written by portprop "
-            f"{writer}), but this portprop ({_portprop_version()}) reads format version "
+            f"{writer:.40}), but this portprop ({_portprop_version()}) reads format version "
             f"{FORMAT_VERSION}; upgrade portprop to load it"
         )
         raise CheckpointError(msg)
@@ -836,11 +961,11 @@ def _read_optimizer(
     per_param: list[dict[str, Any]] = state["state"]
     for key, array in arrays.items():
         index, _, name = key.partition(".")
-        if not (index.isascii() and index.isdigit()) or not name:
+        i = _index(index)
+        if i is None or not name:
             raise _bad(
                 path, f"tensor {_OPTIMIZER_PREFIX + key!r} is not 'optimizer.state.<i>.<name>'"
             )
-        i = int(index)
         if i >= len(per_param):
             raise _bad(
                 path,
@@ -912,14 +1037,16 @@ def load(
     saved = host.bit_generator.state
     try:
         layers = [_build_layer(spec, target, float_dtype) for spec in contents.architecture]
+        model = layers[0] if contents.container == "layer" else Sequential(*layers)
     except _Unbuildable as exc:
         raise _bad(path, str(exc)) from None
+    except (TypeError, ValueError) as exc:  # layers that do not fit together
+        raise _bad(path, f"its architecture does not make a model: {exc}") from None
     finally:
         host.bit_generator.state = saved  # building a dropout layer may draw a seed
-    model = layers[0] if contents.container == "layer" else Sequential(*layers)
     try:
-        model.load_state_dict(contents.params)
-    except StateDictError as exc:
+        model.load_state_dict(_on_host_as(contents.params, float_dtype))
+    except (StateDictError, TypeError, ValueError) as exc:
         raise _bad(path, f"its tensors do not match its architecture: {exc}") from None
     optimizer_state = (
         None
@@ -960,6 +1087,13 @@ def _shape_problems(
     return problems
 
 
+def _on_host_as(params: Mapping[str, np.ndarray[Any, Any]], dtype: Any) -> dict[str, Any]:
+    """The parameters converted to ``dtype`` on the host, which every backend takes
+    (array-api-strict, for one, takes no float16 array)."""
+    host = np.dtype(dtype_name(dtype))
+    return {name: array.astype(host, copy=False) for name, array in params.items()}
+
+
 def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoint:
     """Restore a checkpoint into an existing model (and optimizer), in place.
 
@@ -972,6 +1106,13 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
     Checkpoint
         With ``model`` the given model; the random state is not restored (see
         :func:`restore_rng`).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a valid checkpoint, or does not fit the model or the
+        optimizer (one message lists every difference), or the optimizer refuses the
+        saved state; the model and the optimizer are then exactly as they were.
     """
     if not isinstance(model, Module):
         msg = f"model must be a portprop Module, got {type(model).__name__}"
@@ -994,16 +1135,27 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
             + "; ".join(problems)
         )
         raise CheckpointError(msg)
+    # The model first: its load_state_dict converts every array before it assigns any,
+    # and the arrays it replaces are kept, to be put back if the optimizer refuses.
+    before = [(p, p.data, p.grad) for p in model.parameters()]
+    try:
+        model.load_state_dict(_on_host_as(contents.params, model.dtype))
+    except (StateDictError, TypeError, ValueError) as exc:
+        msg = f"checkpoint {os.fspath(path)!r} does not fit this model (nothing was loaded): {exc}"
+        raise CheckpointError(msg) from exc
     if optimizer is not None:
         try:
             optimizer.load_state_dict(optimizer_state)
-        except (KeyError, TypeError, ValueError) as exc:
+        except BaseException as exc:
+            for p, data, grad in before:
+                p.data, p.grad = data, grad
+            if not isinstance(exc, LookupError | TypeError | ValueError | ArithmeticError):
+                raise
             msg = (
                 f"checkpoint {os.fspath(path)!r}: {type(optimizer).__name__} refused the saved "
-                f"state (the model was not changed): {exc}"
+                f"state (nothing was loaded): {exc}"
             )
             raise CheckpointError(msg) from exc
-    model.load_state_dict(contents.params)
     return Checkpoint(
         model=model,
         optimizer_state=optimizer_state,
@@ -1119,7 +1271,7 @@ def restore_rng(checkpoint: Checkpoint) -> None:
             host.bit_generator.state = rng["host"]
         for _, generator, state in targets:
             generator.set_state(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (LookupError, TypeError, ValueError, RuntimeError, ArithmeticError) as exc:
         # a state that a generator refuses (a corrupt file): put everything back
         host.bit_generator.state = host_before
         for generator, state in layers_before:
