@@ -1468,7 +1468,7 @@ def _edit_json_text(draw: st.DrawFn, text: str) -> str:
         return json.dumps(draw(JUNK))
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # an earlier edit left odd text, perhaps "[" * 5000
         return text + draw(st.text(max_size=4))
     return json.dumps(_mutate_json(draw, value))
 
