@@ -564,9 +564,7 @@ def test_a_nan_loss_raises_before_the_step(backend):
     assert isinstance(err, pp.PortpropError)
 
 
-# NumPy warns about the overflow before fit sees the infinite loss
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+# fit silences NumPy's overflow warnings (the suite turns warnings into errors)
 def test_a_huge_learning_rate_raises_with_the_last_finite_parameters(backend):
     X, y = _host_disk(N, seed=19)
     model = _mlp(backend)

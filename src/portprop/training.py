@@ -1271,6 +1271,7 @@ def fit(
     index_name = dtype_name(_index_dtype(backend))
     eval_batch = max(batch_size, 256)
     progress = _Progress(verbose, epochs, steps)
+    quiet = backend.quiet
     with _mode(model, True), backend.scope():  # scope: CuPy computes on the current device
         try:
             for epoch in range(epochs):
@@ -1287,30 +1288,33 @@ def fit(
                 for b, (start, stop) in enumerate(_batches(n, batch_size)):
                     Xb = _take(xp, X, start, stop, order)
                     yb = _take(xp, y, start, stop, order)
-                    out = model.forward(Xb)
-                    value = loss.forward(out, yb)
-                    model.zero_grad()
-                    model.backward(loss.backward(), input_grad=False)
-                    # The one host-device synchronization per batch, before the step.
-                    norm = None
-                    if clip is None:
-                        finite = bool(_all_finite(xp, value, params))
-                    else:
-                        # clip_grad_norm_ returns the total norm before clipping: it
-                        # covers the gradients (and it synchronizes already).
-                        norm = float(clip(params, max_norm))
-                        finite = math.isfinite(norm) and bool(xp.isfinite(value))
-                    if not finite:
-                        raise _diverged(
-                            model,
-                            value,
-                            norm,
-                            epoch=epoch + 1,
-                            epochs=epochs,
-                            batch=b + 1,
-                            batches=steps,
-                        )
-                    optimizer.step()
+                    # fit checks the loss and the gradients itself: NumPy's overflow
+                    # warnings would only precede its TrainingDivergedError.
+                    with quiet():
+                        out = model.forward(Xb)
+                        value = loss.forward(out, yb)
+                        model.zero_grad()
+                        model.backward(loss.backward(), input_grad=False)
+                        # The one host-device synchronization per batch, before the step.
+                        norm = None
+                        if clip is None:
+                            finite = bool(_all_finite(xp, value, params))
+                        else:
+                            # clip_grad_norm_ returns the total norm before clipping: it
+                            # covers the gradients (and it synchronizes already).
+                            norm = float(clip(params, max_norm))
+                            finite = math.isfinite(norm) and bool(xp.isfinite(value))
+                        if not finite:
+                            raise _diverged(
+                                model,
+                                value,
+                                norm,
+                                epoch=epoch + 1,
+                                epochs=epochs,
+                                batch=b + 1,
+                                batches=steps,
+                            )
+                        optimizer.step()
                     if per_batch:
                         lr_used = optimizer.lr  # the history keeps the last step's lr
                         schedule.step()
