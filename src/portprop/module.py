@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from portprop._backend import Backend, dtype_name, resolve
-from portprop.errors import StateDictError
+from portprop.errors import MixedBackendError, MixedDeviceError, StateDictError
 
 __all__ = ["Module", "Parameter", "Sequential"]
 
@@ -277,13 +277,19 @@ class Sequential(Module):
                 raise TypeError(msg)
         backend, dtype = layers[0].backend, layers[0].dtype
         for i, layer in enumerate(layers):
-            if layer.backend != backend or layer.dtype != dtype:
-                msg = (
-                    f"all layers must share one backend and dtype: layer 0 is "
-                    f"{backend.name}/{dtype_name(dtype)}, layer {i} is "
-                    f"{layer.backend.name}/{dtype_name(layer.dtype)}"
-                )
-                raise ValueError(msg)
+            if layer.backend == backend and layer.dtype == dtype:
+                continue
+            msg = (
+                f"all layers must share one backend and dtype: layer 0 is "
+                f"{backend.name}/{dtype_name(dtype)}, layer {i} is "
+                f"{layer.backend.name}/{dtype_name(layer.dtype)}. Build every layer with the "
+                f"same backend= and dtype=, or move one with layer.to(...)."
+            )
+            if layer.backend.library != backend.library:
+                raise MixedBackendError(msg)
+            if layer.backend != backend:
+                raise MixedDeviceError(msg)
+            raise TypeError(msg)
         self.layers = tuple(layers)
         self.backend, self.dtype, self.training = backend, dtype, True
         # The layers that fix the width: the first and the last that are not elementwise.
