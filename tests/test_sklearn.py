@@ -301,6 +301,28 @@ def test_predict_proba_on_every_backend(backend):
     np.testing.assert_array_equal(predicted, clf.classes_[probs.argmax(axis=1)])
 
 
+def test_predict_proba_is_exact_for_huge_logits(backend):
+    """Logits 10000..10009 in float32: the probabilities are softmax(0..9), to float32
+    rounding (a log-sum-exp of 10009.46 in float32 would be off by up to 5e-4)."""
+    X, y = _small_digits(120)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0, backend=backend)
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(X, y)
+    last = clf.model_.layers[-1]
+    state = clf.model_.state_dict()
+    names = [
+        name for name, p in clf.model_.named_parameters() if p is last.weight or p is last.bias
+    ]
+    shift = np.arange(10, dtype="float32")
+    state[names[0]] = np.zeros(last.weight.shape, dtype="float32")
+    state[names[1]] = 1e4 + shift
+    clf.model_.load_state_dict(state)
+    expected = np.exp(shift - shift.max()) / np.exp(shift - shift.max()).sum()
+    probs = clf.predict_proba(X[:5])
+    np.testing.assert_allclose(probs, np.broadcast_to(expected, (5, 10)), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-12)
+
+
 def test_regressor_on_every_backend(backend):
     X, _ = _small_digits(120)
     y = X[:, [20, 30]].sum(axis=1)

@@ -1030,12 +1030,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         return self.classes_[self._encoded_predictions(X)]
 
     def predict_proba(self, X: Any) -> Any:
-        """Class probabilities, a NumPy float64 array ``(n_samples, n_classes)``."""
-        out = self._outputs(X)
-        backend = self.model_.backend
-        with backend.scope():
-            probs = backend.xp.exp(out - F.log_sum_exp(backend.xp, out))
-        return backend.to_host(probs).astype("float64")
+        """Class probabilities, a NumPy float64 array ``(n_samples, n_classes)``.
+
+        The softmax of the model's logits, computed on the host in float64 from the
+        logits as the model gives them: each row sums to 1 to float64 rounding, however
+        large the logits."""
+        logits = self.model_.backend.to_host(self._outputs(X)).astype("float64")
+        return F.softmax(get_backend(logits).xp, logits)
 
     def predict_log_proba(self, X: Any) -> Any:
         """The logarithm of :meth:`predict_proba` (as in scikit-learn)."""
