@@ -177,6 +177,25 @@ def test_load_state_dict_round_trips_across_backends(backend):
     assert np.any(to_numpy(target.state_dict()["0.weight"]) != 0.0)
 
 
+def test_load_state_dict_converts_float16_host_arrays(backend):
+    """float16 weights (saved by a half-precision model) load on every backend, even
+    array-api-strict, which has no float16: they are cast on the host."""
+    source = _net("numpy", seed=1)
+    half = {k: v.astype("float16") for k, v in source.state_dict().items()}
+    target = _net(backend, seed=2)
+    target.load_state_dict(half)
+    for k, v in target.state_dict().items():
+        assert backend.owns(v)
+        assert v.dtype == backend.float_dtype("float32")
+        np.testing.assert_array_equal(to_numpy(v), half[k].astype("float32"))
+
+
+def test_asarray_names_a_dtype_the_backend_lacks():
+    strict = pp.get_backend(backend="array_api_strict")
+    with pytest.raises(pp.DtypeUnsupportedError, match="x has dtype float16, which backend"):
+        strict.asarray(np.ones(3, dtype="float16"))
+
+
 def test_load_state_dict_reports_every_problem_and_loads_nothing(backend):
     model = _net(backend)
     before = _snapshot(model)

@@ -232,6 +232,17 @@ class Backend:
                 # e.g. int64 labels for a device without 64-bit integers
                 with self.scope():
                     y = xp.asarray(self._narrowed(x, name), device=self.device)
+            elif not hasattr(xp, name):
+                # a dtype the library lacks (float16 on array-api-strict): cast on the host
+                if target is None:
+                    msg = (
+                        f"x has dtype {name}, which backend {self.name!r} cannot hold; "
+                        f"pass dtype= (such as 'float32') to convert it"
+                    )
+                    raise DtypeUnsupportedError(msg)
+                host = _array_to_host(x).astype(dtype_name(target))
+                with self.scope():
+                    y = xp.asarray(host, device=self.device)
             else:
                 y = self._import_array(x)
         else:
