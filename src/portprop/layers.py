@@ -101,11 +101,13 @@ class Linear(Module):
 
     def _backward(self, dl_ds: Array, input_grad: bool) -> Array | None:
         X = self._X
-        self._require_cache(X)
-        self.weight.accumulate(F.weight_gradient(dl_ds, X))
-        if self.bias is not None:
-            self.bias.accumulate(F.bias_gradient(self.backend.sum, dl_ds))
-        return F.input_gradient(dl_ds, self.weight.data) if input_grad else None
+        if X is None:
+            self._require_cache(X)
+        weight, bias = self.weight, self.bias
+        weight.accumulate(F.weight_gradient(dl_ds, X))
+        if bias is not None:
+            bias.accumulate(F.bias_gradient(self.backend.sum, dl_ds))
+        return F.input_gradient(dl_ds, weight.data) if input_grad else None
 
     def _clear_cache(self) -> None:
         self._X = None
@@ -133,7 +135,8 @@ class _Activation(Module):
 
     def _kept_for_backward(self) -> Array:
         kept = self._kept
-        self._require_cache(kept)
+        if kept is None:
+            self._require_cache(kept)
         return kept
 
 

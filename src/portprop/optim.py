@@ -215,9 +215,10 @@ class Optimizer:
             if backend is None or not backend.owns(g) or g.dtype != state["dtype"]:
                 backend, _ = self._backend_and_scratch(p, state, i)
             ready.append((p, g, state, backend))
+        update = self._update
         for p, g, state, backend in ready:
             state["step"] = state.get("step", 0) + 1
-            self._update(p, g, state, backend, state["scratch"])
+            update(p, g, state, backend, state["scratch"])
 
     def _update(
         self,
@@ -414,31 +415,32 @@ class SGD(Optimizer):
     ) -> None:
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         w = p.data
+        add_scaled = backend.add_scaled
         if mu == 0.0:
             # w - lr (g + wd w)  ==  (1 - lr wd) w - lr g
             if wd != 0.0:
                 w *= 1.0 - lr * wd
-            p.data = backend.add_scaled(w, -lr, g, scratch)
+            p.data = add_scaled(w, -lr, g, scratch)
             return
         v = state.get("momentum_buffer")
         if v is None:
             v = backend.xp.asarray(g, copy=True)
             if wd != 0.0:
-                v = backend.add_scaled(v, wd, w, scratch)
+                v = add_scaled(v, wd, w, scratch)
         else:
             v *= mu
-            v = backend.add_scaled(v, 1.0 - self.dampening, g, scratch)
+            v = add_scaled(v, 1.0 - self.dampening, g, scratch)
             if wd != 0.0:
-                v = backend.add_scaled(v, (1.0 - self.dampening) * wd, w, scratch)
+                v = add_scaled(v, (1.0 - self.dampening) * wd, w, scratch)
         state["momentum_buffer"] = v
         if self.nesterov:
             # w - lr (g + wd w + mu v)
             if wd != 0.0:
                 w *= 1.0 - lr * wd
-            w = backend.add_scaled(w, -lr, g, scratch)
-            p.data = backend.add_scaled(w, -lr * mu, v, scratch)
+            w = add_scaled(w, -lr, g, scratch)
+            p.data = add_scaled(w, -lr * mu, v, scratch)
         else:
-            p.data = backend.add_scaled(w, -lr, v, scratch)
+            p.data = add_scaled(w, -lr, v, scratch)
 
 
 class Adam(Optimizer):
