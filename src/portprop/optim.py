@@ -206,19 +206,21 @@ class Optimizer:
         # The fast path checks each gradient against the backend and dtype its parameter
         # had at the last step; anything else (the first step, a moved model, a foreign
         # gradient) takes the slow path, which looks the parameter's backend up again.
-        ready = []
-        for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
+        params, states = self.params, self.state
+        for i, p in enumerate(params):
             g = p.grad
             if g is None:
                 continue
+            state = states[i]
             backend = state.get("backend")
             if backend is None or not backend.owns(g) or g.dtype != state["dtype"]:
-                backend, _ = self._backend_and_scratch(p, state, i)
-            ready.append((p, g, state, backend))
+                self._backend_and_scratch(p, state, i)
         update = self._update
-        for p, g, state, backend in ready:
-            state["step"] = state.get("step", 0) + 1
-            update(p, g, state, backend, state["scratch"])
+        for p, state in zip(params, states, strict=True):
+            g = p.grad
+            if g is not None:
+                state["step"] = state.get("step", 0) + 1
+                update(p, g, state, state["backend"], state["scratch"])
 
     def _update(
         self,
