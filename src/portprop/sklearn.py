@@ -1035,7 +1035,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         The softmax of the model's logits, computed on the host in float64 from the
         logits as the model gives them: each row sums to 1 to float64 rounding, however
         large the logits."""
-        logits = self.model_.backend.to_host(self._outputs(X)).astype("float64")
+        outputs = self._outputs(X)  # checks that the estimator is fitted, and X
+        logits = self.model_.backend.to_host(outputs).astype("float64")
         return F.softmax(get_backend(logits).xp, logits)
 
     def predict_log_proba(self, X: Any) -> Any:
