@@ -213,7 +213,13 @@ class Optimizer:
                 continue
             state = states[i]
             backend = state.get("backend")
-            if backend is None or not backend.owns(g) or g.dtype != state["dtype"]:
+            # dtypes are compared by identity first: == between dtypes costs more
+            dtype = g.dtype
+            if (
+                backend is None
+                or not backend.owns(g)
+                or (dtype is not state["dtype"] and dtype != state["dtype"])
+            ):
                 self._backend_and_scratch(p, state, i)
         update = self._update
         for p, state in zip(params, states, strict=True):
@@ -431,7 +437,10 @@ class SGD(Optimizer):
                 v = add_scaled(v, wd, w, scratch)
         else:
             v *= mu
-            v = add_scaled(v, 1.0 - self.dampening, g, scratch)
+            if self.dampening == 0.0:
+                v += g  # in place, or a new array on JAX: stored back below
+            else:
+                v = add_scaled(v, 1.0 - self.dampening, g, scratch)
             if wd != 0.0:
                 v = add_scaled(v, (1.0 - self.dampening) * wd, w, scratch)
         state["momentum_buffer"] = v
