@@ -7,6 +7,7 @@ the fuzz test of the loader are in test_reliability_checkpoints.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -170,6 +171,26 @@ def test_the_safetensors_package_reads_and_writes_the_format(tmp_path):
     tensors, metadata = ckpt.read_safetensors(tmp_path / "t.safetensors")
     assert metadata == {"k": "v"}
     _assert_same_params(tensors, arrays)
+
+
+def test_the_data_section_carries_its_sha256(tmp_path):
+    arrays = {"a": np.arange(6, dtype=np.float32), "b": np.array([True, False])}
+    path = tmp_path / "t.safetensors"
+    ckpt.write_safetensors(path, arrays, {"k": "v"})
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    recorded = json.loads(raw[8 : 8 + length])["__metadata__"]["portprop.data_sha256"]
+    assert recorded == hashlib.sha256(raw[8 + length :]).hexdigest()
+    assert raw[8 + length :] == arrays["a"].astype("<f4").tobytes() + b"\x01\x00"
+    # read_safetensors checks the digest and keeps it out of the caller's metadata
+    assert ckpt.read_safetensors(path)[1] == {"k": "v"}
+
+
+def test_the_digest_key_is_reserved(tmp_path):
+    path = tmp_path / "t.safetensors"
+    with pytest.raises(ValueError, match=re.escape("'portprop.data_sha256' is reserved")):
+        ckpt.write_safetensors(path, {"a": np.zeros(2)}, {"portprop.data_sha256": "0" * 64})
+    assert not path.exists()
 
 
 def test_safetensors_container_round_trip(tmp_path):

@@ -261,7 +261,23 @@ def _craft(case: str, raw: bytes) -> tuple[bytes, list[str]]:
     if case == "malformed-json-metadata":
         header["__metadata__"]["architecture"] = '[{"type": "Linear", "in_features": 2,'
         return _join(header, data), ["metadata 'architecture' is malformed JSON (Expecting"]
+    if case == "data-changed":  # one bit of a weight flipped after writing
+        patched = bytearray(data)
+        patched[begin] ^= 0x01
+        return _join(header, bytes(patched)), [
+            "the data section's SHA-256 is ",
+            "but the metadata records ",
+            "tensor bytes changed after the file was written (the file is corrupt)",
+        ]
+    if case == "digest-malformed":
+        header["__metadata__"]["portprop.data_sha256"] = "abc"
+        return _join(header, data), [
+            "metadata 'portprop.data_sha256' must be 64 lowercase hex digits, got 'abc'"
+        ]
     if case == "nan-in-the-data":
+        # as another safetensors writer would leave it: no digest, so the values are
+        # what catches it
+        del header["__metadata__"]["portprop.data_sha256"]
         patched = bytearray(data)
         patched[begin : begin + 4] = np.array([np.nan], dtype="<f4").tobytes()
         patched[begin + 4 : begin + 8] = np.array([-np.inf], dtype="<f4").tobytes()
@@ -291,6 +307,8 @@ CASE21 = [
     "malformed-json-header",
     "header-not-utf8",
     "malformed-json-metadata",
+    "data-changed",
+    "digest-malformed",
     "nan-in-the-data",
 ]
 

@@ -27,6 +27,10 @@ tensor or ``__metadata__`` key     content
 ``"rng"``                          JSON: the global host generator's state and each
                                    dropout layer's generator state
 ``"portprop.version"``             the portprop that wrote the file
+``"portprop.data_sha256"``         the SHA-256 of the data section, 64 hex digits
+                                   (written by :func:`write_safetensors`; checked and
+                                   removed from the metadata by
+                                   :func:`read_safetensors`)
 =================================  ===================================================
 
 Guarantees:
@@ -40,6 +44,12 @@ Guarantees:
   checkpoint with a NaN or an infinity is corrupt, so :func:`load` and
   :func:`load_into` refuse it, and :func:`save` refuses to write one (which would
   replace a good checkpoint with a useless one).
+- The data section carries its SHA-256 in the metadata, so a tensor byte changed
+  after writing (a damaged disk, a bad copy, a hand edit) is refused instead of
+  loading as other weights.  A file without it (written by another safetensors
+  writer) is read unchecked.  The digest detects damage; it is not a signature, so
+  it does not make a file from a stranger trustworthy: that rests on the reader's
+  checks above and on never unpickling.
 - Writing is atomic (:func:`portprop._io.write_atomically`): the bytes go to a file
   without a name (Linux, ``O_TMPFILE``) or to a hidden temporary file
   (``.<name>.<random>.tmp``) in the target's directory, which is flushed, synced and
@@ -53,6 +63,7 @@ Guarantees:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -98,6 +109,7 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 _FORMAT_KEY = "portprop.checkpoint"
+_DIGEST_KEY = "portprop.data_sha256"
 _MODEL_PREFIX = "model."
 _OPTIMIZER_PREFIX = "optimizer.state."
 _CHUNK_BYTES = 16 * 1024 * 1024
@@ -183,7 +195,9 @@ def write_safetensors(
         Arrays of a dtype listed in the module docstring (``float64``, ``float32``,
         ``int64``, ``bool``, ...); they are stored little-endian and row-major.
     metadata : mapping of str to str, optional
-        Stored under ``"__metadata__"``.
+        Stored under ``"__metadata__"``, with ``"portprop.data_sha256"`` (the SHA-256 of
+        the data section, which :func:`read_safetensors` checks) added; that key is
+        reserved.
 
     Raises
     ------
@@ -211,12 +225,19 @@ def write_safetensors(
         }
         offset += array.nbytes
         arrays.append(array)
-    if metadata:
-        for key, value in metadata.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                msg = f"metadata must map str to str, got {key!r}: {type(value).__name__}"
-                raise TypeError(msg)
-        header["__metadata__"] = dict(metadata)
+    metadata = dict(metadata or {})
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            msg = f"metadata must map str to str, got {key!r}: {type(value).__name__}"
+            raise TypeError(msg)
+    if _DIGEST_KEY in metadata:
+        msg = f"metadata key {_DIGEST_KEY!r} is reserved: write_safetensors computes it"
+        raise ValueError(msg)
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(array.reshape(-1).view(np.uint8).data)
+    metadata[_DIGEST_KEY] = digest.hexdigest()
+    header["__metadata__"] = metadata
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     encoded = text.encode("utf-8")
     encoded += b" " * (-(8 + len(encoded)) % 8)  # pad so that the data starts 8-aligned
@@ -272,12 +293,14 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray[Any, Any]], d
     tensors : dict of str to numpy.ndarray
         Writable, native-byte-order arrays, in the order of their data.
     metadata : dict of str to str
+        Without ``"portprop.data_sha256"``: when the file has it, the data section was
+        checked against it.
 
     Raises
     ------
     CheckpointError
-        If the file is not a well-formed safetensors file; the message names the file
-        and the problem.
+        If the file is not a well-formed safetensors file, or if its data section does
+        not match its recorded SHA-256; the message names the file and the problem.
     OSError
         If the file cannot be opened (``FileNotFoundError``, ...).
     """
@@ -300,6 +323,7 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray[Any, Any]], d
         data = bytearray(size - data_start)
         if f.readinto(data) != len(data):
             raise _bad(path, "the file is shorter than when it was opened (truncated)")
+    _check_digest(metadata.pop(_DIGEST_KEY, None), data, path)
     tensors: dict[str, np.ndarray[Any, Any]] = {}
     for name, dtype, shape, begin, end in entries:
         if begin == end:
@@ -315,6 +339,24 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, np.ndarray[Any, Any]], d
                 array = array.astype(dtype.newbyteorder("="))
         tensors[name] = array
     return tensors, metadata
+
+
+def _check_digest(recorded: str | None, data: bytearray, path: PathLike) -> None:
+    """Raise unless the data section hashes to the SHA-256 the metadata records (if any)."""
+    if recorded is None:
+        return
+    if len(recorded) != 64 or not all(c in "0123456789abcdef" for c in recorded):
+        raise _bad(
+            path, f"metadata {_DIGEST_KEY!r} must be 64 lowercase hex digits, got {recorded!r:.80}"
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise _bad(
+            path,
+            f"the data section's SHA-256 is {actual[:16]}..., but the metadata records "
+            f"{recorded[:16]}...: tensor bytes changed after the file was written (the file "
+            "is corrupt)",
+        )
 
 
 def _read_header(f: BinaryIO, size: int, path: PathLike) -> dict[str, Any]:
