@@ -235,7 +235,7 @@ def write_safetensors(
         raise ValueError(msg)
     digest = hashlib.sha256()
     for array in arrays:
-        digest.update(array.reshape(-1).view(np.uint8).data)
+        digest.update(_raw_bytes(array).data)
     metadata[_DIGEST_KEY] = digest.hexdigest()
     header["__metadata__"] = metadata
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -251,9 +251,14 @@ def write_safetensors(
     _write_atomically(Path(os.fspath(path)), write)
 
 
+def _raw_bytes(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A contiguous array's bytes as a flat ``uint8`` view (no copy)."""
+    return array.reshape(-1).view(np.uint8)
+
+
 def _write_array(f: BinaryIO, array: np.ndarray[Any, Any]) -> None:
     """Write a contiguous array's bytes, in chunks (no copy of the whole array)."""
-    data = array.reshape(-1).view(np.uint8)
+    data = _raw_bytes(array)
     f.writelines(data[i : i + _CHUNK_BYTES].data for i in range(0, data.size, _CHUNK_BYTES))
 
 
