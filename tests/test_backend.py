@@ -323,6 +323,32 @@ def test_registered_backend_trains_and_reports(wrapped):
     pp.gradcheck(model, pp.CrossEntropyLoss(), X[:5, ...], y[:5, ...])
 
 
+def test_a_library_module_registers_as_the_builtin_ones_do():
+    # docs/backends.md, "Adding a library": one module with a LIBRARY entry, one call.
+    import _toy_library
+
+    from portprop.backend import register_library
+
+    register_library(_toy_library.LIBRARY)
+    try:
+        assert "toy" in pp.registered_backends()
+        toy = pp.get_backend(backend="toy")
+        assert (toy.name, toy.library, toy.xp) == ("toy", "toy", _wrapped)
+        assert {s.name: s.available for s in pp.backends()}["toy"]
+        model = pp.Sequential(pp.Linear(2, 4, backend="toy"), pp.Tanh(backend="toy"))
+        X, _ = pp.datasets.make_disk(8, seed=0, backend="toy")
+        out = model.forward(X)
+        assert isinstance(out, _wrapped.WArray)
+        assert pp.backend_of(out) == toy
+        with pytest.raises(ValueError, match="already registered"):
+            register_library(_toy_library.LIBRARY)
+    finally:
+        pp.unregister_backend("toy")
+    assert "toy" not in pp.registered_backends()
+    with pytest.raises(pp.UnknownBackendError, match="unknown backend 'toy'"):
+        pp.get_backend(backend="toy")
+
+
 def test_get_backend_takes_names_by_keyword_only():
     with pytest.raises(TypeError, match="backend='array_api_strict'"):
         pp.get_backend("array_api_strict")

@@ -20,7 +20,8 @@ import pytest
 from conftest import load_backend, to_numpy
 
 import portprop as pp
-from portprop import checkpoint as ckpt
+from portprop import io as ckpt
+from portprop.io import safetensors
 
 SRC = Path(pp.__file__).parent
 
@@ -494,7 +495,7 @@ def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeyp
         f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "_write_array", interrupted)
+    monkeypatch.setattr(safetensors, "_write_array", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pp.save(path, _net(), epoch=2)
     assert pp.load(path).epoch == 1
@@ -675,7 +676,7 @@ def test_unexpected_tensors_raise_checkpoint_error(tmp_path, tensor, problem):
 
 
 def test_checkpoint_imports_no_array_library_but_numpy():
-    text = (SRC / "checkpoint.py").read_text(encoding="utf-8")
+    text = "".join(p.read_text(encoding="utf-8") for p in sorted((SRC / "io").glob("*.py")))
     for library in ("torch", "jax", "cupy", "array_api_strict"):
         assert not re.search(rf"^\s*(import|from) {library}\b", text, re.MULTILINE), library
 

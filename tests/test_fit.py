@@ -9,7 +9,7 @@ import pytest
 from conftest import load_backend, to_numpy
 
 import portprop as pp
-from portprop import training
+from portprop.training import progress
 
 SOURCES = ("numpy", "torch:cpu", "jax", "array_api_strict", "list")
 # Most tests use N samples in batches of B (or 24, for a partial last batch), so that JAX
@@ -622,7 +622,7 @@ def _tiny_fit(backend: pp.Backend, **kw):
 
 
 def test_verbose_0_prints_nothing(backend, capsys, monkeypatch):
-    monkeypatch.setattr(training, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(progress, "_stderr_is_terminal", lambda: True)
     _tiny_fit(backend, verbose=0)
     assert capsys.readouterr() == ("", "")
 
@@ -640,7 +640,7 @@ def test_verbose_lines_without_a_terminal(backend, capsys):
 
 def test_verbose_bar_on_a_terminal(backend, capsys, monkeypatch):
     pytest.importorskip("tqdm")
-    monkeypatch.setattr(training, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(progress, "_stderr_is_terminal", lambda: True)
     _tiny_fit(backend, verbose=1)
     out, err = capsys.readouterr()
     assert out == ""

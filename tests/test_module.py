@@ -9,6 +9,7 @@ import pytest
 from conftest import to_numpy
 
 import portprop as pp
+from portprop.backend import _registry
 
 
 def _net(backend, dtype="float32", seed=0):
@@ -67,12 +68,12 @@ def test_jax_without_x64_says_how_to_enable_it():
     enabled = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", False)
     try:
-        pp._backend._BACKEND_CACHE.clear()
+        _registry._BACKEND_CACHE.clear()
         with pytest.raises(pp.DtypeUnsupportedError, match="JAX_ENABLE_X64"):
             pp.Linear(2, 2, backend="jax", dtype="float64")
     finally:
         jax.config.update("jax_enable_x64", enabled)
-        pp._backend._BACKEND_CACHE.clear()
+        _registry._BACKEND_CACHE.clear()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])

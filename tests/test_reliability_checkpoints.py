@@ -43,8 +43,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import portprop as pp
-from portprop import _io
-from portprop import checkpoint as ckpt
+from portprop import io as ckpt
+from portprop.io import atomic, safetensors
 
 SRC = Path(pp.__file__).parent
 NAME = "model.safetensors"
@@ -876,7 +876,7 @@ def test_case24_the_pickle_check_passes_code_that_loads_no_pickle(sample):
 
 def test_case24_no_pickle_loader_in_the_package():
     sources = sorted(SRC.rglob("*.py"))
-    assert SRC / "checkpoint.py" in sources
+    assert SRC / "io" / "checkpoint.py" in sources
     assert SRC / "datasets.py" in sources
     found = []
     for source in sources:
@@ -888,7 +888,7 @@ def test_case24_no_pickle_loader_in_the_package():
 
 
 def _anonymous_files_supported(directory: Path) -> bool:
-    fd = _io._open_anonymous(directory)
+    fd = atomic._open_anonymous(directory)
     if fd is None:
         return False
     os.close(fd)
@@ -900,10 +900,10 @@ _KILLED_WRITER = textwrap.dedent(
     import os, sys
     import numpy as np
     import portprop as pp
-    from portprop import _io, checkpoint as ckpt
+    from portprop.io import atomic, safetensors
 
     if sys.argv[2] == "named":  # as where O_TMPFILE is unsupported
-        _io._open_anonymous = lambda directory: None
+        atomic._open_anonymous = lambda directory: None
     written = []
 
     def half_then_wait(f, array):
@@ -918,7 +918,7 @@ _KILLED_WRITER = textwrap.dedent(
         f.write(data.data)
         written.append(array.nbytes)
 
-    ckpt._write_array = half_then_wait
+    safetensors._write_array = half_then_wait
     model = pp.Sequential(pp.Linear(2, 64, seed=1), pp.ReLU(), pp.Linear(64, 2, seed=2))
     pp.save(sys.argv[1], model, epoch=99)
     """
@@ -1002,7 +1002,7 @@ def test_case25_kill_during_save_without_o_tmpfile(tmp_path):
 
     pp.save(path, first, epoch=2)  # the temporary is young: it may be a live writer's
     assert _names(tmp_path) == sorted([NAME, temporary])
-    _age(tmp_path / temporary, _io.STALE_TEMPORARY_SECONDS + 60)
+    _age(tmp_path / temporary, atomic.STALE_TEMPORARY_SECONDS + 60)
     pp.save(path, first, epoch=3)
     assert _names(tmp_path) == [NAME]
     assert pp.load(path).epoch == 3
@@ -1035,10 +1035,10 @@ def test_case25_a_stale_temporary_is_never_read_as_the_checkpoint(tmp_path):
 @pytest.mark.parametrize("mode", ["anonymous", "named"])
 def test_case25_a_save_removes_only_stale_temporaries_of_its_own_file(tmp_path, monkeypatch, mode):
     if mode == "named":
-        monkeypatch.setattr(_io, "_open_anonymous", lambda directory: None)
+        monkeypatch.setattr(atomic, "_open_anonymous", lambda directory: None)
     elif not _anonymous_files_supported(tmp_path):
         pytest.skip("no O_TMPFILE here")
-    stale = _io.STALE_TEMPORARY_SECONDS + 60
+    stale = atomic.STALE_TEMPORARY_SECONDS + 60
     kept = {
         f".{NAME}.0123456789ab.tmp": 10,  # young: a writer may be at work
         ".other.safetensors.0123456789ab.tmp": stale,  # another file's
@@ -1058,7 +1058,7 @@ def test_case25_a_save_removes_only_stale_temporaries_of_its_own_file(tmp_path, 
 
 
 def test_case25_without_o_tmpfile_a_named_temporary_is_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(_io, "_open_anonymous", lambda directory: None)
+    monkeypatch.setattr(atomic, "_open_anonymous", lambda directory: None)
     seen = []
     real_replace = Path.replace
 
@@ -1149,7 +1149,7 @@ def test_case25_a_new_file_is_linked_in_directly(tmp_path, monkeypatch):
 def writer(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each way write_atomically writes: to an O_TMPFILE file, or to a named temporary."""
     if request.param == "named":
-        monkeypatch.setattr(_io, "_open_anonymous", lambda directory: None)
+        monkeypatch.setattr(atomic, "_open_anonymous", lambda directory: None)
     elif not _anonymous_files_supported(tmp_path):
         pytest.skip("no O_TMPFILE here")
     return str(request.param)
@@ -1256,7 +1256,7 @@ def test_case26_full_disk(tmp_path, backend, writer, stage):
     if stage == "link" and writer == "named":
         pytest.skip("a named temporary is renamed, never linked")
     failure = {
-        "write": (ckpt, "_write_array", _partial_write_then(errno.ENOSPC)),
+        "write": (safetensors, "_write_array", _partial_write_then(errno.ENOSPC)),
         "fsync": (os, "fsync", _refuse(errno.ENOSPC)),
         "link": (os, "link", _refuse(errno.ENOSPC)),
         "replace": (os, "replace", _refuse(errno.ENOSPC)),
@@ -1272,7 +1272,7 @@ def test_case26_disk_quota_exceeded(tmp_path, writer):
         tmp_path,
         pp.get_backend(backend="numpy"),
         "no space left: the disk quota is exceeded",
-        {(ckpt, "_write_array"): _partial_write_then(errno.EDQUOT)},
+        {(safetensors, "_write_array"): _partial_write_then(errno.EDQUOT)},
     )
     assert os.strerror(errno.EDQUOT) in message
 
@@ -1281,10 +1281,10 @@ _SIZE_LIMITED_WRITER = textwrap.dedent(
     """
     import resource, signal, sys
     import portprop as pp
-    from portprop import _io
+    from portprop.io import atomic
 
     if sys.argv[2] == "named":
-        _io._open_anonymous = lambda directory: None
+        atomic._open_anonymous = lambda directory: None
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
     resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))
     model = pp.Sequential(pp.Linear(2, 64, seed=1), pp.ReLU(), pp.Linear(64, 64, seed=2))

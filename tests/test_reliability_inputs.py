@@ -330,16 +330,16 @@ def test_case02_float64_beyond_float32_range_is_infinity_after_the_cast(backend)
 def test_case01_the_value_checks_are_one_synchronization(backend, monkeypatch):
     """Every value check of a call is read back at once: one ``bool()`` of one 0-d
     array on the happy path, whatever the number of arrays (X, y and validation)."""
-    from portprop import training
+    from portprop.training import validation
 
     reads: list[int] = []
-    original = training._Checks.run
+    original = validation.Checks.run
 
     def counting_run(self):
         reads.append(len(self.items))
         return original(self)
 
-    monkeypatch.setattr(training._Checks, "run", counting_run)
+    monkeypatch.setattr(validation.Checks, "run", counting_run)
     h = Harness(backend)
     reads.clear()
     pp.fit(h.model, h.loss, h.optimizer, h.X, h.y, validation_data=(h.X, h.y), verbose=0)

@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from portprop import checkpoint, datasets, functional, init
-from portprop._backend import (
+from portprop import checkpoint, datasets, functional, init, io
+from portprop.backend import (
     ENV_VAR,
     Backend,
     BackendStatus,
@@ -28,7 +28,6 @@ from portprop._backend import (
     unregister_backend,
     use_backend,
 )
-from portprop.checkpoint import Checkpoint, load, load_into, restore_rng, save
 from portprop.errors import (
     BackendUnavailableError,
     CheckpointError,
@@ -42,6 +41,7 @@ from portprop.errors import (
     UnknownBackendError,
 )
 from portprop.gradcheck import GradcheckResult, GradcheckRow, gradcheck
+from portprop.io import Checkpoint, load, load_into, restore_rng, save
 from portprop.layers import Dropout, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from portprop.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from portprop.module import Module, Parameter, Sequential
@@ -117,6 +117,7 @@ __all__ = [
     "gradcheck",
     "host_generator",
     "init",
+    "io",
     "load",
     "load_into",
     "manual_seed",

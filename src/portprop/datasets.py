@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from portprop._backend import Backend, backend_of, host_generator, resolve
-from portprop._backend import _is_array as _is_backend_array
+from portprop.backend import Backend, backend_of, host_generator, is_array, resolve
 from portprop.module import rank_hint
 
 __all__ = [
@@ -401,7 +400,7 @@ class Standardizer:
 
     def fit(self, X: Any) -> Standardizer:
         """Compute the mean and scale of each column of ``X``, shape (n_samples, n_features)."""
-        host = backend_of(X).to_host(X) if _is_backend_array(X) else np.asarray(X)
+        host = backend_of(X).to_host(X) if is_array(X) else np.asarray(X)
         if host.ndim != 2 or host.shape[0] < 1 or host.dtype.kind not in "biuf":
             msg = (
                 "X must be a non-empty 2-D numeric array (samples, features), got shape "
@@ -444,7 +443,7 @@ class Standardizer:
         if self.mean_ is None or self.scale_ is None:
             msg = "this Standardizer is not fitted yet: call fit(X) first"
             raise RuntimeError(msg)
-        if not _is_backend_array(X):
+        if not is_array(X):
             X = np.asarray(X)
         backend = backend_of(X, names=("X",))
         xp = backend.xp

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from portprop._backend import host_generator
+from portprop.backend import host_generator
 from portprop.errors import DtypeUnsupportedError, GradcheckError
 from portprop.losses import Loss
 from portprop.module import Module

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from portprop._backend import host_generator, manual_seed
+from portprop.backend import host_generator, manual_seed
 
 __all__ = ["SCHEMES", "draw_linear", "manual_seed"]
 

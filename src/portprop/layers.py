@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from portprop import functional as F
-from portprop._backend import Backend, BackendGenerator
+from portprop.backend import Backend, BackendGenerator
 from portprop.init import draw_linear
 from portprop.module import Module, Parameter, rank_hint
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from portprop import functional as F
-from portprop._backend import Backend, backend_of, dtype_name
+from portprop.backend import Backend, backend_of, dtype_name
 
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Loss", "MSELoss"]
 

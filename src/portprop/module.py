@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from portprop._backend import Backend, dtype_name, resolve
+from portprop.backend import Backend, dtype_name, resolve
 from portprop.errors import MixedBackendError, MixedDeviceError, StateDictError
 
 __all__ = ["Module", "Parameter", "Sequential"]

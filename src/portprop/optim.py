@@ -17,7 +17,7 @@ import operator
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from portprop._backend import Backend, backend_of, dtype_name
+from portprop.backend import Backend, backend_of, dtype_name
 from portprop.errors import StateDictError
 from portprop.module import Parameter
 

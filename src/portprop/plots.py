@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from portprop._backend import _is_array as _is_backend_array
-from portprop._backend import backend_of
-from portprop._io import write_atomically
+from portprop.backend import backend_of, is_array
+from portprop.io.atomic import write_atomically
 from portprop.module import Module
 from portprop.training import History, predict
 
@@ -142,7 +141,7 @@ def plot_history(
 
 
 def _host(x: Any, name: str) -> np.ndarray[Any, Any]:
-    if _is_backend_array(x):
+    if is_array(x):
         return np.asarray(backend_of(x, names=(name,)).to_host(x))
     return np.asarray(x)
 

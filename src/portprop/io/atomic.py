@@ -1,4 +1,8 @@
-"""Atomic file writes, shared by checkpoints, plots and the command line."""
+"""Atomic file writes: a file holds its old content or all of its new one, never part.
+
+:func:`write_atomically` is shared by checkpoints, plots and the command line; it
+raises the ``OSError`` as it came, for each caller to explain.
+"""
 
 from __future__ import annotations
 
