@@ -1004,17 +1004,23 @@ def _cli_data(tmp_path: Path, case: str) -> tuple[Path, str]:
     X, y = rng.normal(size=(40, 3)), np.arange(40) % 2
     if case == "nan in X":
         X[5, 2] = np.nan
-        return _npz(tmp_path / "d.npz", X=X, y=y), "the first in sample 5, feature 2"
+        return _npz(
+            tmp_path / "d.npz", X=X, y=y
+        ), "contains NaN (first at sample 5, feature 2; 1 NaN or infinite value in all)"
     if case == "inf in y":
         return _npz(tmp_path / "d.npz", X=X, y=np.where(np.arange(40) == 6, np.inf, y)), (
-            "the labels hold 1 NaN or infinite values (the first in sample 6: inf)"
+            "(labels) contains infinity (first at sample 6; 1 NaN or infinite value in all)"
         )
     if case == "3-D X":
         return _npz(tmp_path / "d.npz", X=X[:, :, None], y=y), "got shape (40, 3, 1)"
     if case == "no samples":
-        return _npz(tmp_path / "d.npz", X=X[:0], y=y[:0]), "holds no samples"
+        return _npz(
+            tmp_path / "d.npz", X=X[:0], y=y[:0]
+        ), "has 0 samples (shape (0, 3)); a model needs at least 1"
     if case == "no features":
-        return _npz(tmp_path / "d.npz", X=X[:, :0], y=y), "holds no feature columns"
+        return _npz(
+            tmp_path / "d.npz", X=X[:, :0], y=y
+        ), "has 0 features (shape (40, 0)); a model needs at least 1"
     if case == "lengths differ":
         return _npz(tmp_path / "d.npz", X=X, y=y[:-1]), "one label per sample (40), got shape (39,)"
     if case == "complex X":
@@ -1084,7 +1090,7 @@ def test_cases_01_and_06_command_line_predict(checkpoint, backend, tmp_path, cas
     X = np.random.default_rng(2).normal(size=(5, 2))
     if case == "nan in X":
         X[3, 1] = np.nan
-        fragment = "the features hold 1 NaN or infinite values (the first in sample 3, feature 1)"
+        fragment = "contains NaN (first at sample 3, feature 1; 1 NaN or infinite value in all)"
     else:
         X = np.concatenate([X, X], axis=1)
         fragment = "expected numeric features of shape (samples, 2), got shape (5, 4)"

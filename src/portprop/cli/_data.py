@@ -17,6 +17,7 @@ import numpy as np
 
 from portprop.cli._common import _UserError
 from portprop.datasets import load_csv, load_digits, load_npz, make_disk
+from portprop.training.validation import require_features, require_finite, require_samples
 
 
 @dataclass
@@ -76,14 +77,9 @@ def _load_data(
 
 def _check_data(data: _Data) -> None:
     """Refuse data that no model can be trained or evaluated on, naming the file."""
-    n_samples, n_features = data.X.shape
-    if n_samples == 0:
-        msg = f"{data.name}: holds no samples (features of shape {data.X.shape})"
-        raise _UserError(msg)
-    if n_features == 0:
-        msg = f"{data.name}: holds no feature columns (features of shape {data.X.shape})"
-        raise _UserError(msg)
-    _check_finite(data.X, data.name)
+    require_samples(data.X, data.name, "a model")
+    require_features(data.X, data.name, "a model")
+    require_finite(data.X, data.name)
     y = data.y
     if y.dtype.kind not in "biufUS":
         msg = (
@@ -92,25 +88,7 @@ def _check_data(data: _Data) -> None:
         )
         raise _UserError(msg)
     if y.dtype.kind == "f":
-        bad = ~np.isfinite(y)
-        if np.any(bad):
-            first = int(np.argmax(bad))
-            msg = (
-                f"{data.name}: the labels hold {int(bad.sum())} NaN or infinite values (the "
-                f"first in sample {first}: {y[first]}); clean the data first"
-            )
-            raise _UserError(msg)
-
-
-def _check_finite(X: np.ndarray[Any, Any], name: str) -> None:
-    bad = ~np.isfinite(X)
-    if np.any(bad):
-        row, col = (int(i) for i in np.argwhere(bad)[0])
-        msg = (
-            f"{name}: the features hold {int(bad.sum())} NaN or infinite values (the first "
-            f"in sample {row}, feature {col}); clean the data first"
-        )
-        raise _UserError(msg)
+        require_finite(y, f"{data.name} (labels)")
 
 
 def _predict_features(args: argparse.Namespace, n_features: int) -> np.ndarray[Any, Any]:
@@ -153,5 +131,5 @@ def _predict_features(args: argparse.Namespace, n_features: int) -> np.ndarray[A
         )
         raise _UserError(msg)
     features: np.ndarray[Any, Any] = X.astype(np.float64)
-    _check_finite(features, args.input)
+    require_finite(features, args.input)
     return features

@@ -35,7 +35,13 @@ from portprop.sklearn._solvers import (
     _Stopping,
 )
 from portprop.training import fit, predict
-from portprop.training.validation import as_array, first_value, kind_of, require_numbers
+from portprop.training.validation import (
+    as_array,
+    check_lengths,
+    first_value,
+    kind_of,
+    require_numbers,
+)
 
 Array = Any
 
@@ -109,17 +115,6 @@ def _require_2d_like_sklearn(X: Array) -> None:
             f"{rank_hint('X', X.ndim)}"
         )
         raise ValueError(msg)
-
-
-def _n_samples(x: Any) -> int | None:
-    """The length of ``x`` if it is cheap to know, else ``None`` (checked later)."""
-    shape = getattr(x, "shape", None)
-    if shape is not None:
-        return int(shape[0]) if len(shape) > 0 and shape[0] is not None else None
-    try:
-        return len(x)
-    except TypeError:
-        return None
 
 
 def _host_input(x: Any, argname: str, *, numeric: bool) -> Any:
@@ -301,10 +296,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
             raise ValueError(msg)
         y = _host_input(y, "y", numeric=isinstance(self, RegressorMixin))
         X = _host_input(X, "X", numeric=True)
-        n_x, n_y = _n_samples(X), _n_samples(y)
-        if n_x is not None and n_y is not None and n_x != n_y:
-            msg = f"X and y must hold as many samples: X has {n_x}, y has {n_y}"
-            raise ValueError(msg)
+        check_lengths(X, y, "X", "y")
         X = self._check_X(X, reset=reset)
         with _named("y"):
             y = self._check_y_host(_to_host(y))

@@ -42,6 +42,8 @@ __all__ = [
     "number",
     "positive_int",
     "require_2d",
+    "require_features",
+    "require_finite",
     "require_numbers",
     "require_samples",
 ]
@@ -117,23 +119,21 @@ def check_optimizer(optimizer: Any, model: Module) -> None:
             raise ValueError(msg)
 
 
-def _sample_count(x: Any, argname: str) -> int | None:
-    """The number of samples of ``x`` without moving it, or ``None`` if unknown yet."""
+def _sample_count(x: Any) -> int | None:
+    """The number of samples of ``x`` without moving it, or ``None`` where it has none
+    (a 0-d array, a scalar: the checks of its rank say what is wrong with it later)."""
     shape = getattr(x, "shape", None)
     if shape is not None:
-        if len(shape) == 0:
-            msg = f"{argname} must hold one row per sample, got a 0-d array"
-            raise ValueError(msg)
-        return int(shape[0])
+        return int(shape[0]) if len(shape) > 0 and shape[0] is not None else None
     try:
         return len(x)
     except TypeError:
-        msg = f"{argname} must be an array or a sequence of samples, got {type(x).__name__}"
-        raise TypeError(msg) from None
+        return None
 
 
 def check_lengths(X: Any, y: Any, xname: str, yname: str) -> None:
-    nx, ny = _sample_count(X, xname), _sample_count(y, yname)
+    """Raise unless ``X`` and ``y`` hold as many samples, where both counts are known."""
+    nx, ny = _sample_count(X), _sample_count(y)
     if nx is not None and ny is not None and nx != ny:
         msg = f"{xname} and {yname} must hold as many samples: {xname} has {nx}, {yname} has {ny}"
         raise ValueError(msg)
@@ -326,9 +326,7 @@ def as_features(model: Module, X: Any, argname: str, checks: Checks) -> Array:
     if not (backend.owns(X) and X.dtype == dtype):
         X = backend.asarray(X, dtype=dtype)
     model._check_input(X, argname)  # the number of features, when the model fixes it
-    if X.shape[1] == 0:
-        msg = f"{argname} has 0 features (shape {tuple(X.shape)}); the model needs at least 1"
-        raise ValueError(msg)
+    require_features(X, argname, "the model")
     _check_finite(checks, X, argname, "feature", cast)
     return X
 
@@ -469,9 +467,26 @@ def convert(
 
 
 def require_samples(X: Array, argname: str, caller: str) -> None:
+    """Raise unless ``X`` has at least one sample (row); ``caller`` needs them."""
     if X.shape[0] == 0:
         msg = f"{argname} has 0 samples (shape {tuple(X.shape)}); {caller} needs at least 1"
         raise ValueError(msg)
+
+
+def require_features(X: Array, argname: str, caller: str) -> None:
+    """Raise unless 2-D ``X`` has at least one feature (column); ``caller`` needs them."""
+    if X.shape[1] == 0:
+        msg = f"{argname} has 0 features (shape {tuple(X.shape)}); {caller} needs at least 1"
+        raise ValueError(msg)
+
+
+def require_finite(a: Array, argname: str, column: str = "feature") -> None:
+    """Raise a ``ValueError`` unless floating ``a``, an array of any backend, holds only
+    finite values (one reduction; where the first NaN or infinity is, in the message).
+    ``column`` names what the columns of a 2-D ``a`` are."""
+    checks = Checks(backend_of(a))
+    _check_finite(checks, a, argname, column, None)
+    checks.run()
 
 
 def accuracy_kind(loss: Any, y: Array, argname: str) -> str:
