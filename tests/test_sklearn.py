@@ -29,16 +29,33 @@ from portprop.sklearn import MLPClassifier, MLPRegressor
 # scikit-learn's estimator checks
 # --------------------------------------------------------------------------------------
 
-# The checks compare predictions with rtol = atol = 1e-7, below float32's resolution, so
-# they run in float64; the float32 default is checked below, up to that rounding.
+# The default dtype follows X (float64 for the checks' data, as in scikit-learn); float32
+# is checked below, up to its rounding.  Each solver of scikit-learn's runs the checks.
 CHECKED = [
-    MLPClassifier(random_state=0, dtype="float64"),
-    MLPRegressor(random_state=0, dtype="float64"),
+    MLPClassifier(random_state=0),
+    MLPRegressor(random_state=0),
+    MLPClassifier(random_state=0, solver="lbfgs"),
+    MLPRegressor(random_state=0, solver="lbfgs"),
+    MLPClassifier(random_state=0, solver="sgd"),
+    MLPRegressor(random_state=0, solver="sgd"),
 ]
 
 
+def expected_failures(estimator):
+    """Checks that scikit-learn's own MLP fails with the same parameters."""
+    if isinstance(estimator, MLPClassifier) and estimator.solver == "lbfgs":
+        return {
+            "check_classifiers_multilabel_output_format_predict_proba": (
+                "L-BFGS fits the small multilabel set so closely that some probabilities "
+                "round to 1.0; sklearn.neural_network.MLPClassifier(solver='lbfgs') fails "
+                "this check the same way"
+            )
+        }
+    return {}
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(CHECKED)
+@parametrize_with_checks(CHECKED, expected_failed_checks=expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -46,19 +63,52 @@ def test_sklearn_estimator_checks(estimator, check):
 # Checks that compare the predictions for a subset (or a reordering) of the rows with
 # those for all rows at rtol = atol = 1e-7: in float32 a one-row product goes through
 # another BLAS kernel, whose rounding (~1e-7 relative) may or may not exceed that.
-FLOAT32_ROUNDING = {"check_methods_subset_invariance", "check_methods_sample_order_invariance"}
+# check_sample_weight_equivalence_on_{dense,sparse}_data compare two fits at rtol 1e-7, and
+# check_regressor_multioutput wants float64 predictions, where dtype="float32" gives
+# float32 ones.
+FLOAT32_ROUNDING = {
+    "check_methods_subset_invariance",
+    "check_methods_sample_order_invariance",
+    "check_sample_weight_equivalence_on_dense_data",
+    "check_sample_weight_equivalence_on_sparse_data",
+    "check_regressor_multioutput",
+}
 
 
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
-def test_default_float32_passes_the_checks_up_to_rounding(Estimator):
+def test_float32_passes_the_checks_up_to_rounding(Estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", SkipTestWarning)  # pandas absent, array API off
-        results = check_estimator(Estimator(random_state=0, max_iter=100), on_fail=None)
+        estimator = Estimator(random_state=0, max_iter=100, dtype="float32")
+        results = check_estimator(estimator, on_fail=None)
     failed = {
         r["check_name"]: str(r["exception"])
         for r in results
         if r["status"] == "failed" and r["check_name"] not in FLOAT32_ROUNDING
+    }
+    assert not failed
+    assert len(results) > 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", ["adam", "lbfgs", "sgd"])
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_checks_pass_on_every_backend(backend, Estimator, solver):
+    """check_estimator with the model on each backend (NumPy runs the parametrized
+    checks above), in float64 so that the checks' 1e-7 tolerances apply."""
+    if backend.library == "numpy":
+        pytest.skip("NumPy runs every check in test_sklearn_estimator_checks")
+    estimator = Estimator(random_state=0, solver=solver, backend=backend.name, max_iter=50)
+    expected = expected_failures(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", SkipTestWarning)
+        results = check_estimator(estimator, on_fail=None)
+    failed = {
+        r["check_name"]: str(r["exception"])[:300]
+        for r in results
+        if r["status"] == "failed" and r["check_name"] not in expected
     }
     assert not failed
     assert len(results) > 40
@@ -194,13 +244,7 @@ def test_early_stopping_keeps_validation_scores_and_the_best_parameters():
     assert clf.best_loss_ is None
     assert len(clf.validation_scores_) == clf.n_iter_ < 100
     assert clf.best_validation_score_ == max(clf.validation_scores_)
-    # the restored parameters score best_validation_score_ on the held-out split, drawn
-    # (as scikit-learn draws it) after the initial weights of the 64-16-10 network
-    stream = np.random.RandomState(0)
-    for shape in [(64, 16), (16,), (16, 10), (10,)]:
-        stream.uniform(-1.0, 1.0, shape)
-    _, X_val, _, y_val = train_test_split(X, y, random_state=stream, test_size=0.1, stratify=y)
-    assert clf.score(X_val, y_val) == pytest.approx(clf.best_validation_score_)
+    # (the split and the restored parameters: test_sklearn_dropin, against scikit-learn)
     with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
         clf.partial_fit(X, y)
 
@@ -216,7 +260,7 @@ def test_get_params_set_params_and_clone():
     assert params["hidden_layer_sizes"] == (7, 5)
     assert params["solver"] == "sgd"
     assert params["backend"] == "numpy"
-    assert params["dtype"] == "float32"
+    assert params["dtype"] is None
     assert clf.set_params(alpha=0.5, backend="torch:cpu") is clf
     assert clf.alpha == 0.5
     assert clf.backend == "torch:cpu"
@@ -259,7 +303,7 @@ def test_partial_fit_continues_training():
     assert list(clf.classes_) == list(range(10))
     with pytest.raises(ValueError, match="not the same as on last call"):
         clf.partial_fit(X, y, classes=np.arange(11))
-    with pytest.raises(ValueError, match="previously unseen labels"):
+    with pytest.raises(ValueError, match=r"'y' has \[ 1  2 12\]"):
         clf.partial_fit(X[:3], np.array([1, 2, 12]))
     # fit starts over
     clf.set_params(max_iter=3)
@@ -279,8 +323,8 @@ def test_string_labels_and_binary_problems():
     assert list(clf.classes_) == ["even", "odd"]
     assert clf.predict_proba(X).shape == (200, 2)
     assert set(clf.predict(X)) <= {"even", "odd"}
-    assert clf.n_outputs_ == 2
-    assert clf.out_activation_ == "softmax"
+    assert clf.n_outputs_ == 1  # one logistic output, as in scikit-learn
+    assert clf.out_activation_ == "logistic"
 
 
 def test_predict_proba_on_every_backend(backend):
@@ -415,23 +459,16 @@ def test_pickle_round_trip(backend):
 
 def test_invalid_parameters_are_refused_by_fit():
     X, y = _small_digits(20)
-    with pytest.raises(ValueError, match="activation must be one of"):
+    with pytest.raises(ValueError, match="'activation' parameter of MLPClassifier"):
         MLPClassifier(activation="softplus").fit(X, y)
-    with pytest.raises(ValueError, match="solver must be one of"):
-        MLPClassifier(solver="lbfgs").fit(X, y)
+    with pytest.raises(ValueError, match="'solver' parameter of MLPClassifier"):
+        MLPClassifier(solver="newton").fit(X, y)
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         MLPClassifier(hidden_layer_sizes=(3, 0)).fit(X, y)
     with pytest.raises(ValueError, match="dtype"):
         MLPRegressor(dtype="float16").fit(X, y)
     with pytest.warns(UserWarning, match="batch_size"):
         MLPClassifier(batch_size=50).partial_fit(X, y, classes=np.arange(10))
-
-
-def test_multilabel_targets_are_refused():
-    X, y = _small_digits(40)
-    Y = np.stack([y % 2, y % 3 == 0], axis=1).astype(int)
-    with pytest.raises(ValueError, match="1d array"):
-        MLPClassifier().fit(X, Y)
 
 
 def test_import_portprop_does_not_import_sklearn():

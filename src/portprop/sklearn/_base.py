@@ -1,45 +1,52 @@
 """The machinery :class:`MLPClassifier` and :class:`MLPRegressor` share (:class:`_BaseMLP`):
-checks of the parameters and of ``X`` and ``y``, building the network and its solver,
-``fit`` and ``partial_fit`` through :func:`portprop.fit`, prediction, the fitted
-attributes laid out as in scikit-learn, and pickling.
+the parameters (checked by scikit-learn's own constraints), the checks of ``X``, ``y``
+and ``sample_weight``, building the network, ``fit`` and ``partial_fit`` with either
+kind of solver, the fitted attributes laid out as in scikit-learn (``coefs_`` and
+``intercepts_`` can be assigned), and pickling.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import numbers
-import operator
-import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import Any
 
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
+import numpy as np
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from portprop.backend import Backend, backend_of, dtype_name, get_backend, is_array, resolve
-from portprop.errors import BackendUnavailableError, TrainingDivergedError, UnknownBackendError
+from portprop.backend import Backend, dtype_name, get_backend, resolve
+from portprop.errors import BackendUnavailableError
 from portprop.layers import Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
-from portprop.module import Module, Sequential, rank_hint
-from portprop.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from portprop.module import Module, Sequential
+from portprop.optim import Optimizer
+from portprop.sklearn._inputs import (
+    _device_backend,
+    _host_input,
+    _named,
+    _require_2d_like_sklearn,
+    _to_host,
+    check_sample_weight,
+)
+from portprop.sklearn._lbfgs import run_lbfgs
+from portprop.sklearn._losses import _Loss
+from portprop.sklearn._network import _is_sparse, _Network, _row_slice
 from portprop.sklearn._solvers import (
     _SOLVERS,
-    _CrossEntropy,
-    _HalfSquaredError,
+    _STOCHASTIC,
     _host_state,
-    _Solver,
-    _Stopping,
+    build_optimizers,
+    coupled_alpha,
 )
-from portprop.training import fit, predict
+from portprop.sklearn._stochastic import NON_FINITE, _Data, run_epochs
 from portprop.training.validation import (
-    as_array,
     check_lengths,
-    first_value,
-    kind_of,
+    require_finite,
     require_numbers,
 )
 
@@ -61,100 +68,19 @@ _PREDICT_BATCH = 4096
 # --------------------------------------------------------------------------------------
 
 
-def _positive_int(value: Any, name: str) -> int:
-    """``value`` (an int of any kind, NumPy's included) as an int ``>= 1``."""
-    try:
-        number = -1 if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = -1
-    if number < 1:
-        msg = f"{name} must be an int >= 1, got {value!r}"
-        raise ValueError(msg)
-    return number
+class _ParameterList(list):  # type: ignore[type-arg]
+    """``coefs_`` or ``intercepts_``: a list whose item assignment writes into the model
+    (``clf.coefs_[0] = W`` changes ``predict``, as in scikit-learn)."""
 
+    def __init__(self, items: Iterable[Any], owner: _BaseMLP, kind: str) -> None:
+        super().__init__(items)
+        self._owner, self._kind = owner, kind
 
-def _number(value: Any, name: str, *, low: float = 0.0, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f"{name} must be a number, got {value!r}"
-        raise TypeError(msg)
-    number = float(value)
-    if math.isnan(number) or math.isinf(number) or number < low or (strict and number == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        msg = f"{name} must be a finite number {bound}, got {value!r}"
-        raise ValueError(msg)
-    return number
-
-
-def _hidden_sizes(value: Any) -> list[int]:
-    sizes = [value] if not isinstance(value, Iterable) else list(value)
-    return [_positive_int(size, f"each of hidden_layer_sizes={value!r}") for size in sizes]
-
-
-def _device_backend(X: Any) -> Backend | None:
-    """The backend of ``X`` when it is an array of a portprop backend other than NumPy
-    (checked on its device), else ``None`` (validated by scikit-learn on the host)."""
-    try:
-        backend = backend_of(X)
-    except (TypeError, UnknownBackendError):
-        return None
-    return None if backend.library == "numpy" else backend
-
-
-def _to_host(y: Any) -> Any:
-    """``y`` as a host (NumPy) array when it is an array of another backend."""
-    backend = _device_backend(y)
-    return y if backend is None else backend.to_host(y)
-
-
-def _require_2d_like_sklearn(X: Array) -> None:
-    """scikit-learn's "Expected 2D array" error, with a reshape hint for every rank."""
-    if X.ndim != 2:
-        got = "scalar array" if X.ndim == 0 else f"{X.ndim}D array"
-        msg = (
-            f"Expected 2D array, got {got} instead (X of shape {tuple(X.shape)})."
-            f"{rank_hint('X', X.ndim)}"
-        )
-        raise ValueError(msg)
-
-
-def _host_input(x: Any, argname: str, *, numeric: bool) -> Any:
-    """Lists and tuples as NumPy arrays (ragged ones refused with a message that names
-    ``argname``); with ``numeric``, arrays of strings or complex numbers refused.
-
-    Object arrays and pandas objects are left to scikit-learn, which converts object
-    arrays of numbers and keeps the column names of data frames.
-    """
-    if isinstance(x, list | tuple):
-        x = as_array(x, argname)
-    if numeric and is_array(x):
-        kind = kind_of(x)
-        if kind == "complex":
-            msg = (
-                f"Complex data not supported: {argname} has dtype {dtype_name(x.dtype)}; "
-                f"pass {argname}.real if the imaginary parts are meaningless"
-            )
-            raise ValueError(msg)
-        if kind == "strings":
-            msg = (
-                f"{argname} must hold numbers, got strings (dtype {dtype_name(x.dtype)}, the "
-                f"first is {first_value(x)}): could not convert string to float"
-            )
-            raise ValueError(msg)
-    return x
-
-
-@contextlib.contextmanager
-def _named(argname: str) -> Iterator[None]:
-    """Put ``argname`` in front of the messages of scikit-learn's checks that do not
-    name it ("Expected 2D array, ...", "Found array with 0 sample(s) ..."), so that every
-    message says which argument is wrong; the exception itself is unchanged."""
-    try:
-        yield
-    except (ValueError, TypeError) as exc:
-        first = exc.args[0] if exc.args else None
-        if isinstance(first, str) and not re.search(rf"\b{re.escape(argname)}\b", first):
-            exc.args = (f"{argname}: {first}", *exc.args[1:])
-        raise
+    def __setitem__(self, index: Any, value: Any) -> None:
+        new = list(self)
+        new[index] = value
+        self._owner._set_parameters(self._kind, new)
+        super().__setitem__(index, value)
 
 
 # --------------------------------------------------------------------------------------
@@ -165,141 +91,177 @@ def _named(argname: str) -> Iterator[None]:
 class _BaseMLP(BaseEstimator):  # type: ignore[misc]
     """What :class:`MLPClassifier` and :class:`MLPRegressor` share."""
 
+    _parameter_constraints: dict[str, Any] = {  # noqa: RUF012 - scikit-learn's form
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "solver": [StrOptions(set(_SOLVERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "backend": [None, str, Backend],
+        "device": "no_validation",
+        "dtype": "no_validation",
+    }
+
     # set by fit; declared for the type checker
     model_: Sequential
     n_iter_: int
     t_: int
+    loss_: float
     loss_curve_: list[float]
     validation_scores_: list[float] | None
     best_validation_score_: float | None
     best_loss_: float | None
     n_outputs_: int
+    n_layers_: int
     _no_improvement_count: int
-    _best_score: float
-    _best_loss: float
     _best_parameters: list[Array] | None
+    _net: _Network
+    _optimizers: list[Optimizer]
 
     def __init__(
         self,
-        hidden_layer_sizes: Any = (100,),
-        activation: str = "relu",
-        *,
-        solver: str = "adam",
-        alpha: float = 1e-4,
-        batch_size: int | str = "auto",
-        learning_rate_init: float = 1e-3,
-        max_iter: int = 200,
-        shuffle: bool = True,
-        random_state: Any = None,
-        tol: float = 1e-4,
-        verbose: bool = False,
-        early_stopping: bool = False,
-        validation_fraction: float = 0.1,
-        n_iter_no_change: int = 10,
-        momentum: float = 0.9,
-        backend: Backend | str | None = None,
-        device: Any = None,
-        dtype: str = "float32",
+        hidden_layer_sizes: Any,
+        activation: str,
+        solver: str,
+        alpha: float,
+        batch_size: int | str,
+        learning_rate: str,
+        learning_rate_init: float,
+        power_t: float,
+        max_iter: int,
+        shuffle: bool,
+        random_state: Any,
+        tol: float,
+        verbose: bool,
+        warm_start: bool,
+        momentum: float,
+        nesterovs_momentum: bool,
+        early_stopping: bool,
+        validation_fraction: float,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
+        n_iter_no_change: float,
+        max_fun: int,
+        backend: Backend | str | None,
+        device: Any,
+        dtype: Any,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
         self.tol = tol
         self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
-        self.momentum = momentum
+        self.max_fun = max_fun
         self.backend = backend
         self.device = device
         self.dtype = dtype
 
     # ---- hooks of the two estimators ---------------------------------------------------
 
-    def _validate_targets(self, y: Any, *, first: bool, classes: Any) -> Any:
-        """Host targets for :func:`portprop.fit`; sets the target-related attributes."""
+    def _check_y(self, y: Any) -> Any:
+        """scikit-learn's checks of host targets."""
         raise NotImplementedError
 
-    def _n_outputs(self, y: Any) -> int:
+    def _encode_targets(self, y: Any, *, first: bool, incremental: bool) -> Any:
+        """The host targets as a 2-D float matrix ``(n, outputs)``; sets ``classes_``."""
         raise NotImplementedError
 
-    def _new_loss(self) -> _CrossEntropy | _HalfSquaredError:
+    def _new_loss(self, n_outputs: int) -> _Loss:
         raise NotImplementedError
 
-    def _validation_score(self, X_val: Array, y_val: Any) -> float:
+    def _score_on(self, X: Any, y: Any, sample_weight: Any) -> float:
+        """The validation score (accuracy or R^2) of held-out rows, NaN when the
+        predictions are not finite (as in scikit-learn)."""
         raise NotImplementedError
-
-    def _check_y_host(self, y: Any) -> Any:
-        """Validate host targets (scikit-learn's checks of ``y``)."""
-        raise NotImplementedError
-
-    def _reported_loss_scale(self) -> float:
-        """What the mean data loss is multiplied by in ``loss_curve_``."""
-        return 1.0
 
     # ---- checks ----------------------------------------------------------------------
 
-    def _check_params(self) -> dict[str, Any]:
-        if self.activation not in _ACTIVATIONS:
-            names = ", ".join(repr(k) for k in _ACTIVATIONS)
-            msg = f"activation must be one of {names}, got {self.activation!r}"
+    def _check_params(self) -> list[int]:
+        """The hyperparameters, checked by scikit-learn's constraints (its
+        ``InvalidParameterError`` names the parameter, what it accepts and the value),
+        and portprop's ``dtype``; returns the hidden layer sizes."""
+        self._validate_params()
+        hidden = self.hidden_layer_sizes
+        sizes = list(hidden) if isinstance(hidden, Iterable) else [hidden]
+        if any(isinstance(s, bool) or not isinstance(s, Integral) or s <= 0 for s in sizes):
+            msg = f"hidden_layer_sizes must be > 0, got {sizes}."
             raise ValueError(msg)
-        if self.solver not in _SOLVERS:
-            msg = f"solver must be one of {', '.join(map(repr, _SOLVERS))}, got {self.solver!r}"
+        if self.dtype is not None and dtype_name(self.dtype) not in ("float32", "float64"):
+            msg = f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}"
             raise ValueError(msg)
-        if self.batch_size != "auto":
-            _positive_int(self.batch_size, "batch_size ('auto' or an int)")
-        fraction = _number(self.validation_fraction, "validation_fraction")
-        if self.early_stopping and not 0.0 < fraction < 1.0:
-            msg = f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}"
-            raise ValueError(msg)
-        momentum = _number(self.momentum, "momentum")
-        if momentum > 1.0:
-            msg = f"momentum must lie in [0, 1], got {self.momentum!r}"
-            raise ValueError(msg)
-        if dtype_name(self.dtype) not in ("float32", "float64"):
-            msg = f"dtype must be 'float32' or 'float64', got {self.dtype!r}"
-            raise ValueError(msg)
-        return {
-            "hidden": _hidden_sizes(self.hidden_layer_sizes),
-            "alpha": _number(self.alpha, "alpha"),
-            "lr": _number(self.learning_rate_init, "learning_rate_init", strict=True),
-            "max_iter": _positive_int(self.max_iter, "max_iter"),
-            "tol": _number(self.tol, "tol"),
-            "n_iter_no_change": _positive_int(self.n_iter_no_change, "n_iter_no_change"),
-            "momentum": momentum,
-        }
+        return [int(s) for s in sizes]
 
     def _check_X(self, X: Any, *, reset: bool) -> Any:
-        """``X`` for a model: a host array validated by scikit-learn, or an array of
-        another backend checked on its device (its values are checked for NaN and
-        infinity by :func:`portprop.fit` and :func:`portprop.predict`, in one reduction)."""
+        """``X`` for a model: a host array or SciPy CSR/CSC matrix validated by
+        scikit-learn, or an array of another backend checked on its device (its values
+        are checked for NaN and infinity in one reduction, before training)."""
         X = _host_input(X, "X", numeric=True)
         if len(getattr(X, "shape", ())) > 2:  # scikit-learn's message has no reshape hint
             _require_2d_like_sklearn(X)
         with _named("X"):
             device_backend = _device_backend(X)
             if device_backend is None:
-                return validate_data(self, X, reset=reset, dtype=("float64", "float32"))
+                return validate_data(
+                    self,
+                    X,
+                    reset=reset,
+                    accept_sparse=["csr", "csc"],
+                    dtype=("float64", "float32"),
+                )
             self._check_device_X(X, reset=reset)
+            if device_backend.is_float_dtype(X.dtype):
+                require_finite(X, "X")
             return X
 
     def _check_X_y(self, X: Any, y: Any, *, reset: bool) -> tuple[Any, Any]:
         if y is None:
             msg = f"{type(self).__name__} requires y to be passed, but the target y is None"
             raise ValueError(msg)
-        y = _host_input(y, "y", numeric=isinstance(self, RegressorMixin))
+        y = _host_input(y, "y", numeric=not is_classifier(self))
         X = _host_input(X, "X", numeric=True)
         check_lengths(X, y, "X", "y")
         X = self._check_X(X, reset=reset)
         with _named("y"):
-            y = self._check_y_host(_to_host(y))
+            y = self._check_y(_to_host(y))
         return X, y
 
     def _check_device_X(self, X: Array, *, reset: bool) -> None:
@@ -328,173 +290,182 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
     # ---- building ----------------------------------------------------------------------
 
     def _resolve_backend(self, X: Any) -> tuple[Backend, Any]:
+        """The backend (the parameter, else where ``X`` lives, else the current one) and
+        the dtype: ``dtype=``, else ``X``'s floating dtype, else float64."""
         backend = self.backend
         if backend is None:
             found = _device_backend(X)
             backend = found if found is not None else get_backend()
-        return resolve(backend, self.device, self.dtype)
+        dtype = self.dtype
+        if dtype is None:
+            name = dtype_name(X.dtype)
+            dtype = name if name in ("float32", "float64") else "float64"
+            resolved, _ = resolve(backend, self.device, "float32")
+            if not resolved.supports(dtype):  # e.g. float64 on Apple's MPS
+                dtype = "float32"
+        return resolve(backend, self.device, dtype)
 
-    def _build_model(self, units: list[int], activation: str, backend: Backend, dtype: Any) -> None:
+    def _build(self, units: list[int], backend: Backend, dtype: Any) -> None:
+        """A new network and its solver (``self._spec`` holds what rebuilds them)."""
+        activation = self._spec["activation"]
         layers: list[Module] = []
         for i in range(len(units) - 1):
-            # seed=0: the constructor's draw is overwritten below and must not advance the
+            # seed=0: the constructor's draw is overwritten and must not advance the
             # global generator of portprop.manual_seed
             layers.append(Linear(units[i], units[i + 1], seed=0, backend=backend, dtype=dtype))
             if i < len(units) - 2:
                 layers.append(_ACTIVATIONS[activation](backend=backend, dtype=dtype))
         self.model_ = Sequential(*layers)
-        self._units = units
-        self._activation = activation
+        loss = self._new_loss(units[-1])
+        self._net = _Network(self.model_, loss, coupled_alpha(self._spec))
+        self._optimizers = build_optimizers(self.model_, self._spec)
 
     def _initial_weights(self, random_state: Any) -> None:
         """scikit-learn's Glorot-uniform draws, from the same stream, in the same order."""
-        factor = 2.0 if self._activation in ("logistic", "sigmoid") else 6.0
-        state = {}
-        linears = [(i, m) for i, m in enumerate(self.model_) if isinstance(m, Linear)]
-        for i, layer in linears:
+        factor = 2.0 if self._spec["activation"] in ("logistic", "sigmoid") else 6.0
+        for layer in self._net.linears:
             bound = math.sqrt(factor / (layer.in_features + layer.out_features))
             weight = random_state.uniform(-bound, bound, (layer.in_features, layer.out_features))
             bias = random_state.uniform(-bound, bound, layer.out_features)
-            state[f"{i}.weight"] = weight.T.copy()
-            state[f"{i}.bias"] = bias
-        self.model_.load_state_dict(state)
+            layer.weight.data = self.model_.backend.from_host(weight.T, self.model_.dtype)
+            assert layer.bias is not None
+            layer.bias.data = self.model_.backend.from_host(bias, self.model_.dtype)
 
-    def _build_solver(self, spec: dict[str, Any]) -> None:
-        self._solver_spec = spec
-        model = self.model_
-        weights = [m.weight for m in model if isinstance(m, Linear)]
-        biases = [m.bias for m in model if isinstance(m, Linear) and m.bias is not None]
-        lr, alpha, name = spec["lr"], spec["alpha"], spec["solver"]
-        optimizers: list[Optimizer]
-        if name == "adamw":
-            optimizers = [
-                AdamW(weights, lr=lr, weight_decay=alpha),
-                AdamW(biases, lr=lr, weight_decay=0.0),
-            ]
-            alpha = 0.0  # decoupled: nothing is added to the gradients
-        elif name == "adam":
-            optimizers = [Adam(model.parameters(), lr=lr)]
-        elif name == "rmsprop":
-            optimizers = [RMSprop(model.parameters(), lr=lr)]
-        else:
-            mu = spec["momentum"]
-            optimizers = [SGD(model.parameters(), lr=lr, momentum=mu, nesterov=mu > 0.0)]
-        self._loss = self._new_loss()
-        self._solver = _Solver(optimizers, weights, alpha, self._loss, model.backend)
+    def _spec_of_params(self) -> dict[str, Any]:
+        return {
+            "activation": self.activation,
+            "solver": self.solver,
+            "lr": float(self.learning_rate_init),
+            "alpha": float(self.alpha),
+            "momentum": float(self.momentum),
+            "nesterovs_momentum": bool(self.nesterovs_momentum),
+            "beta_1": float(self.beta_1),
+            "beta_2": float(self.beta_2),
+            "epsilon": float(self.epsilon),
+            "loss": getattr(self, "loss", None),
+        }
 
     # ---- training --------------------------------------------------------------------
 
-    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> _BaseMLP:
-        """Train; a call that raises leaves the estimator as it was before it.
-
-        The fitted attributes are restored from a shallow copy of ``__dict__``: a failed
-        ``fit`` keeps the previous model (a new one is built only after every check
-        passed), and a failed ``partial_fit`` keeps the bookkeeping (``n_iter_``,
-        ``t_``, ``loss_curve_``).  The one thing not undone is the parameters of a
-        ``partial_fit`` that diverged during its epoch: they keep the last finite values,
-        as :func:`portprop.fit` leaves them (restoring them would cost a copy of every
-        parameter at every call).  An interrupt (``KeyboardInterrupt``) restores nothing.
-        """
+    def _fit(self, X: Any, y: Any, sample_weight: Any, *, incremental: bool) -> _BaseMLP:
+        """Train; a call that raises leaves the estimator as it was before it (its
+        fitted attributes and its parameters: a ``fit`` that continues a model, with
+        ``warm_start`` or ``partial_fit``, keeps a copy of them until it succeeds).
+        An interrupt (``KeyboardInterrupt``) ends the epochs early, as in scikit-learn."""
         saved = dict(self.__dict__)
+        parameters = None
+        if hasattr(self, "model_"):
+            parameters = [(p, p.data) for p in self.model_.parameters()]
+            backend = self.model_.backend
+            with backend.scope():
+                parameters = [(p, backend.xp.asarray(d, copy=True)) for p, d in parameters]
+            optimizer_state = [_host_state(backend, opt) for opt in self._optimizers]
         try:
-            return self._fit_unguarded(X, y, incremental=incremental, classes=classes)
+            self._fit_unguarded(X, y, sample_weight, incremental=incremental)
         except Exception:
             self.__dict__.clear()
             self.__dict__.update(saved)
+            if parameters is not None:
+                for p, data in parameters:
+                    p.data = data
+                    p.grad = None
+                for opt, state in zip(self._optimizers, optimizer_state, strict=True):
+                    opt.load_state_dict(state)
             raise
-
-    def _fit_unguarded(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> _BaseMLP:
-        params = self._check_params()
-        first = not incremental or not hasattr(self, "model_")
-        if incremental and self.early_stopping:
-            msg = "partial_fit does not support early_stopping=True"
-            raise ValueError(msg)
-        X, y = self._check_X_y(X, y, reset=first)
-        y = self._validate_targets(y, first=first, classes=classes)
-        random_state = check_random_state(self.random_state)
-        if first:
-            backend, dtype = self._resolve_backend(X)
-            units = [X.shape[1], *params["hidden"], self._n_outputs(y)]
-            self._build_model(units, self.activation, backend, dtype)
-            self._initial_weights(random_state)
-            spec = {
-                "solver": self.solver,
-                "lr": params["lr"],
-                "alpha": params["alpha"],
-                "momentum": params["momentum"],
-            }
-            self._build_solver(spec)
-            self.n_outputs_ = units[-1]
-            self.n_layers_ = len(units)
-            self.backend_ = backend.name
-            self.t_ = 0
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self._best_parameters = None
-            self._best_score, self._best_loss = -math.inf, math.inf
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -math.inf
-                self.best_loss_ = None
-            else:
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
-                self.best_loss_ = math.inf
-        model = self.model_
-        X = model.backend.asarray(X, dtype=model.dtype)
-        validation = None
-        if self.early_stopping:
-            X, y, validation = self._split(X, y, random_state)
-        n_train = X.shape[0]
-        batch_size = self._batch_size(n_train)
-        seed = int(random_state.randint(2**31 - 1))
-        stopping = _Stopping(
-            self,
-            self._solver,
-            n_train,
-            validation,
-            self.validation_scores_ if self.validation_scores_ is not None else [],
-            incremental,
-            self._reported_loss_scale(),
-        )
-        self.n_iter_ = 0
-        try:
-            fit(
-                model,
-                self._loss,
-                self._solver,
-                X,
-                y,
-                epochs=1 if incremental else params["max_iter"],
-                batch_size=batch_size,
-                shuffle=bool(self.shuffle),
-                seed=seed,
-                callbacks=[stopping],
-                verbose=0,
-            )
-        except TrainingDivergedError as exc:
-            msg = (
-                "Solver produced non-finite parameter weights. The input data may contain "
-                f"large values and need to be preprocessed. ({exc})"
-            )
-            raise ValueError(msg) from exc
-        if not incremental and not stopping.converged and self.n_iter_ == params["max_iter"]:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({params['max_iter']}) reached and "
-                "the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        if validation is not None and self._best_parameters is not None:
-            for p, best in zip(model.parameters(), self._best_parameters, strict=True):
-                p.data = best
-        self._best_parameters = None
         return self
 
-    def _split(self, X: Array, y: Any, random_state: Any) -> tuple[Array, Any, tuple[Array, Any]]:
-        stratify = y if isinstance(self, ClassifierMixin) else None
+    def _fit_unguarded(self, X: Any, y: Any, sample_weight: Any, *, incremental: bool) -> None:
+        hidden = self._check_params()
+        if incremental and self.solver not in _STOCHASTIC and is_classifier(self):
+            msg = (
+                f"partial_fit is only available for stochastic optimizers. {self.solver} "
+                "is not stochastic."
+            )
+            raise AttributeError(msg)
+        first = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        X, y = self._check_X_y(X, y, reset=first)
+        n_samples = X.shape[0]
+        w_host = check_sample_weight(sample_weight, n_samples)
+        Y = self._encode_targets(y, first=first, incremental=incremental)
+        random_state = check_random_state(self.random_state)
+        if first:
+            self._spec = self._spec_of_params()
+            backend, dtype = self._resolve_backend(X)
+            units = [X.shape[1], *hidden, Y.shape[1]]
+            self._build(units, backend, dtype)
+            self._initial_weights(random_state)
+            self._units = units
+            self.n_outputs_ = units[-1]
+            self.n_layers_ = len(units)
+            self.out_activation_ = self._net.loss.out_activation
+            self.backend_ = backend.name
+            self.n_iter_ = self.t_ = 0
+            self._reset_bookkeeping()
+        elif Y.shape[1] != self.n_outputs_:
+            msg = f"y has {Y.shape[1]} outputs, but the model has {self.n_outputs_}"
+            raise ValueError(msg)
+        elif not incremental or not self._optimizers:
+            # warm_start: a new solver (as scikit-learn's fit builds), the same weights
+            self._spec = {**self._spec_of_params(), "activation": self._spec["activation"]}
+            self._net.alpha = coupled_alpha(self._spec)
+            self._optimizers = build_optimizers(self.model_, self._spec)
+            if self.solver != "lbfgs" and not hasattr(self, "loss_curve_"):
+                self._reset_bookkeeping()  # a stochastic solver after lbfgs
+        net = self._net
+        data = self._device_data(X, Y, w_host)
+        if self.solver == "lbfgs":
+            run_lbfgs(self, net, data)
+        else:
+            validation = None
+            if self.early_stopping:
+                if incremental:
+                    msg = "partial_fit does not support early_stopping=True"
+                    raise ValueError(msg)
+                data, validation = self._split(data, y, random_state)
+            run_epochs(
+                self,
+                net,
+                self._optimizers,
+                data,
+                validation,
+                incremental=incremental,
+                random_state=random_state,
+            )
+        self._require_finite_parameters()
+
+    def _reset_bookkeeping(self) -> None:
+        self._no_improvement_count = 0
+        if self.solver == "lbfgs":
+            return
+        self.loss_curve_ = []
+        self._best_parameters = [
+            self.model_.backend.to_host(p.data) for p in self.model_.parameters()
+        ]
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -math.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = math.inf
+
+    def _device_data(self, X: Any, Y: Any, w_host: Any) -> _Data:
+        backend, dtype = self.model_.backend, self.model_.dtype
+        if not _is_sparse(X):
+            X = backend.asarray(X, dtype=dtype)
+            require_finite(X, "X")  # float64 values beyond float32's range, for one
+        Y = backend.asarray(np.asarray(Y, dtype=dtype_name(dtype)), dtype=dtype)
+        w = None if w_host is None else backend.asarray(w_host, dtype=dtype)
+        return _Data(X, Y, w, w_host)
+
+    def _split(self, data: _Data, y: Any, random_state: Any) -> tuple[_Data, Any]:
+        """scikit-learn's validation split (stratified only for one output), by index."""
+        stratify = data.Y if is_classifier(self) and self.n_outputs_ == 1 else None
+        if stratify is not None:
+            stratify = self.model_.backend.to_host(stratify)
         train, val = train_test_split(
-            list(range(X.shape[0])),
+            np.arange(data.n),
             random_state=random_state,
             test_size=self.validation_fraction,
             stratify=stratify,
@@ -506,59 +477,98 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
             )
             raise ValueError(msg)
         backend = self.model_.backend
-        xp = backend.xp
 
-        def rows(idx: list[int]) -> Array:
+        def rows(a: Any, idx: Any) -> Any:
+            if a is None or _is_sparse(a):
+                return None if a is None else a[idx]
             with backend.scope():
-                return xp.take(X, backend.asarray(idx), axis=0)
+                return backend.xp.take(a, backend.asarray(idx), axis=0)
 
-        return rows(train), y[train], (rows(val), y[val])
+        w_host = data.w_host
+        part = _Data(
+            rows(data.X, train),
+            rows(data.Y, train),
+            rows(data.w, train),
+            None if w_host is None else w_host[train],
+        )
+        y_val = np.asarray(y)[val]
+        return part, (rows(data.X, val), y_val, None if w_host is None else w_host[val])
 
-    def _batch_size(self, n_samples: int) -> int:
-        if self.batch_size == "auto":
-            return min(200, n_samples)
-        batch_size = _positive_int(self.batch_size, "batch_size")
-        if batch_size > n_samples:
-            warnings.warn(
-                "Got `batch_size` less than 1 or larger than sample size. It is going to be "
-                "clipped",
-                UserWarning,
-                stacklevel=4,
-            )
-        return min(batch_size, n_samples)
+    def _require_finite_parameters(self) -> None:
+        backend, xp = self.model_.backend, self.model_.backend.xp
+        with backend.scope():
+            finite = [xp.all(xp.isfinite(p.data)) for p in self.model_.parameters()]
+            ok = bool(xp.all(xp.stack(finite)))
+        if not ok:
+            raise ValueError(NON_FINITE)
 
     # ---- prediction ------------------------------------------------------------------
 
-    def _outputs(self, X: Any) -> Array:
-        """The model's outputs for ``X``, on the model's backend."""
+    def _outputs(self, X: Any, *, check_input: bool = True) -> Any:
+        """:math:`\\sigma(z)` for ``X`` (probabilities or values), computed on the model's
+        backend in batches, as a NumPy array of the model's dtype."""
         check_is_fitted(self)
-        X = self._check_X(X, reset=False)
-        return predict(self.model_, X, batch_size=_PREDICT_BATCH)
+        if check_input:
+            X = self._check_X(X, reset=False)
+        net, backend = self._net, self.model_.backend
+        parts = []
+        with backend.scope(), backend.quiet():
+            for start in range(0, max(X.shape[0], 1), _PREDICT_BATCH):
+                batch = net.as_batch(_row_slice(X, start, start + _PREDICT_BATCH))
+                parts.append(backend.to_host(net.outputs(batch)))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
+    # ---- the parameters as scikit-learn lays them out ----------------------------------
+
     @property
     def coefs_(self) -> list[Any]:
-        """The weight matrices as NumPy arrays ``(fan_in, fan_out)``, as in scikit-learn."""
+        """The weight matrices as NumPy arrays ``(fan_in, fan_out)``; assignable, as a
+        list or item by item."""
         check_is_fitted(self)
-        return [self.model_.backend.to_host(m.weight.data).T for m in self._linears()]
+        to_host = self.model_.backend.to_host
+        items = [to_host(m.weight.data).T for m in self._net.linears]
+        return _ParameterList(items, self, "coefs_")
+
+    @coefs_.setter
+    def coefs_(self, value: Any) -> None:
+        self._set_parameters("coefs_", value)
 
     @property
     def intercepts_(self) -> list[Any]:
-        """The bias vectors as NumPy arrays ``(fan_out,)``, as in scikit-learn."""
+        """The bias vectors as NumPy arrays ``(fan_out,)``; assignable."""
         check_is_fitted(self)
-        backend = self.model_.backend
-        return [backend.to_host(m.bias.data) for m in self._linears() if m.bias is not None]
+        to_host = self.model_.backend.to_host
+        items = [to_host(m.bias.data) for m in self._net.linears if m.bias is not None]
+        return _ParameterList(items, self, "intercepts_")
 
-    def _linears(self) -> list[Linear]:
-        return [m for m in self.model_ if isinstance(m, Linear)]
+    @intercepts_.setter
+    def intercepts_(self, value: Any) -> None:
+        self._set_parameters("intercepts_", value)
 
-    @property
-    def out_activation_(self) -> str:
-        """``"softmax"`` for the classifier, ``"identity"`` for the regressor."""
+    def _set_parameters(self, kind: str, value: Any) -> None:
+        """Write ``coefs_`` or ``intercepts_`` into the model, after checking every shape."""
         check_is_fitted(self)
-        return "softmax" if isinstance(self, ClassifierMixin) else "identity"
+        linears = self._net.linears
+        weights = kind == "coefs_"
+        expected = [
+            (m.in_features, m.out_features) if weights else (m.out_features,) for m in linears
+        ]
+        arrays = [_to_host(a) for a in value] if isinstance(value, Iterable) else None
+        shapes = None if arrays is None else [tuple(np.shape(a)) for a in arrays]
+        if shapes != expected:
+            msg = f"{kind} must be a list of arrays of shapes {expected}, got {shapes or value!r}"
+            raise ValueError(msg)
+        backend, dtype = self.model_.backend, self.model_.dtype
+        for m, a in zip(linears, arrays or [], strict=True):
+            host = np.asarray(a, dtype=dtype_name(dtype))
+            param = m.weight if weights else m.bias
+            assert param is not None
+            param.data = backend.asarray(
+                np.ascontiguousarray(host.T if weights else host), copy=True
+            )
 
     # ---- pickling --------------------------------------------------------------------
 
@@ -567,17 +577,16 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         if isinstance(state.get("backend"), Backend):  # it holds a module: keep its name
             state["backend"] = state["backend"].name
         model = state.pop("model_", None)
-        solver = state.pop("_solver", None)
-        state.pop("_loss", None)
+        optimizers = state.pop("_optimizers", [])
+        state.pop("_net", None)
         if model is not None:
             backend = model.backend
+            state["_best_parameters"] = None
             state["_host_model"] = {
                 "backend": backend.name,
                 "dtype": dtype_name(model.dtype),
                 "parameters": {k: backend.to_host(v) for k, v in model.state_dict().items()},
-                "optimizers": [_host_state(backend, opt) for opt in solver.optimizers]
-                if solver is not None
-                else [],
+                "optimizers": [_host_state(backend, opt) for opt in optimizers],
             }
         return state
 
@@ -596,9 +605,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
                 stacklevel=2,
             )
             backend, dtype = resolve("numpy", None, host["dtype"])
-        self._build_model(self._units, self._activation, backend, dtype)
+        self._build(self._units, backend, dtype)
         self.model_.load_state_dict(host["parameters"])
         self.backend_ = backend.name
-        self._build_solver(self._solver_spec)
-        for opt, saved in zip(self._solver.optimizers, host["optimizers"], strict=False):
+        for opt, saved in zip(self._optimizers, host["optimizers"], strict=False):
             opt.load_state_dict(saved)

@@ -1,307 +1,346 @@
 """The public estimators, :class:`MLPClassifier` and :class:`MLPRegressor`: their
-targets, losses, scores and predictions, and their docstrings (the parameters,
-attributes and notes both share are written once, here).
+constructors (scikit-learn's parameters and defaults, then portprop's ``backend``,
+``device`` and ``dtype``), targets, losses, scores and predictions, and their
+docstrings (``_docs``).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.metrics import r2_score
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import assert_all_finite
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
-from portprop import functional as F
-from portprop.backend import get_backend
-from portprop.sklearn._base import _PREDICT_BATCH, _BaseMLP
-from portprop.sklearn._solvers import _CrossEntropy, _HalfSquaredError
-from portprop.training import predict
+from portprop.backend import Backend
+from portprop.sklearn._base import _BaseMLP
+from portprop.sklearn._docs import CLASSIFIER_DOC, REGRESSOR_DOC
+from portprop.sklearn._losses import _REGRESSION_LOSSES, _classifier_loss, _Loss
+from portprop.sklearn._solvers import _STOCHASTIC
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 Array = Any
 
 
-_PARAMETERS_DOC = """
-    Parameters
-    ----------
-    hidden_layer_sizes : int or sequence of int, default (100,)
-        The width of each hidden layer.
-    activation : {"relu", "tanh", "logistic" or "sigmoid", "leaky_relu", "identity"}, \
-default "relu"
-        The hidden layers' activation (``leaky_relu`` has slope 0.01).
-    solver : {"adam", "adamw", "sgd", "rmsprop"}, default "adam"
-        The optimizer, with torch's definitions (see the module notes).
-    alpha : float, default 1e-4
-        Strength of the L2 penalty on the weights, as in scikit-learn (for ``"adamw"``:
-        the decoupled weight decay).
-    batch_size : int or "auto", default "auto"
-        Samples per step; ``"auto"`` is ``min(200, n_samples)``.
-    learning_rate_init : float, default 1e-3
-        The learning rate.
-    max_iter : int, default 200
-        The most epochs ``fit`` runs.
-    shuffle : bool, default True
-        Visit the samples in a new order each epoch.
-    random_state : int, RandomState or None, default None
-        Draws the initial weights, the validation split and the shuffling seeds.
-    tol : float, default 1e-4
-        The improvement of the loss (or validation score) that counts.
-    verbose : bool, default False
-        Print the loss of each epoch on standard error.
-    early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the data and stop when its score stalls.
-    validation_fraction : float, default 0.1
-        The held-out fraction with ``early_stopping``.
-    n_iter_no_change : int, default 10
-        Epochs without an improvement of ``tol`` before stopping.
-    momentum : float, default 0.9
-        Nesterov momentum of ``solver="sgd"``.
-    backend : str or Backend, optional
-        Where to train (``"torch:cuda"``, ``"cupy"``, ``"jax"``, ...); by default, the
-        backend of ``X`` or the current one.
-    device : optional
-        A device of the backend's library.
-    dtype : {"float32", "float64"}, default "float32"
-        The dtype the model computes in.
-"""
+def _column_or_1d(y: Any) -> Any:
+    """scikit-learn's rule: a ``(n, 1)`` target becomes 1-D, with a warning."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return column_or_1d(y, warn=True)
+    return y
 
-_NOTES_DOC = """
-    Notes
-    -----
-    Every check runs before any training step, and each message names the argument
-    (``X`` or ``y``) with what was expected and what was found; where scikit-learn's
-    own message does not name it, ``"X: "`` or ``"y: "`` is put in front.
 
-    - ``X`` must be 2-D (the message says how to reshape it), with at least one sample
-      and one feature, as many samples as ``y``, and, after ``fit``, the number of
-      features seen by ``fit`` (``"X has 4 features, but MLPClassifier is expecting
-      3 features as input."``); ragged lists are refused (``ValueError``).
-    - NaN and infinity in ``X`` or ``y`` are refused (``ValueError("Input X contains
-      NaN...")``).
-    - Strings and complex numbers in ``X`` (or in a regressor's ``y``) are refused with
-      a ``ValueError``, as scikit-learn refuses them; Boolean, integer and object
-      arrays of numbers are converted to the model's dtype (integers beyond
-      :math:`2^{24}` are rounded in float32).  Class labels may be of any kind.
-    - Data of any floating dtype is cast to the model's ``dtype``: float64 data for the
-      float32 default is cast, on every backend alike.
-    - ``predict``, ``predict_proba``, ``predict_log_proba`` and ``score`` before
-      ``fit`` raise :class:`~sklearn.exceptions.NotFittedError`.
-    - A ``fit`` or ``partial_fit`` that raises leaves the estimator as it was: a failed
-      ``fit`` of a fitted estimator keeps its previous model.  Only a ``partial_fit``
-      whose training diverged keeps the parameters of its last finite step, as
-      :func:`portprop.fit` does.
-"""
-
-_ATTRIBUTES_DOC = """
-    n_features_in_ : int
-    feature_names_in_ : ndarray of str
-        Only when ``X`` had column names.
-    n_outputs_ : int
-        Outputs of the network.
-    n_layers_ : int
-        Layers, input and output included (as in scikit-learn).
-    loss_curve_ : list of float
-        The loss of each epoch (mean over the samples, penalty included).
-    best_loss_ : float or None
-        The lowest loss of ``loss_curve_``; ``None`` with ``early_stopping``.
-    validation_scores_ : list of float or None
-        With ``early_stopping``, the score of each epoch on the held-out data.
-    best_validation_score_ : float or None
-    n_iter_ : int
-        Epochs run by the last ``fit`` (1 after ``partial_fit``).
-    t_ : int
-        Training samples seen, over every call.
-    model_ : Sequential
-        The trained portprop network (its output layer gives logits or values).
-    backend_ : str
-        The name of the backend the model lives on.
-    coefs_, intercepts_ : list of ndarray
-        The parameters, as NumPy arrays laid out as in scikit-learn.
-    out_activation_ : str
-"""
+def _is_stochastic(estimator: Any) -> bool:
+    if estimator.solver not in _STOCHASTIC:
+        msg = (
+            f"partial_fit is only available for stochastic optimizers. {estimator.solver} "
+            "is not stochastic."
+        )
+        raise AttributeError(msg)
+    return True
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
-    __doc__ = (
-        """A multilayer perceptron classifier trained by portprop, on any backend.
+    __doc__ = CLASSIFIER_DOC
 
-    Drop-in for :class:`sklearn.neural_network.MLPClassifier` (stochastic solvers): a
-    softmax output per class and the cross-entropy loss.  See :mod:`portprop.sklearn`.
-"""
-        + _PARAMETERS_DOC
-        + """
-    Attributes
-    ----------
-    classes_ : ndarray
-        The class labels; ``predict`` returns them and ``predict_proba``'s columns follow
-        their order."""
-        + _ATTRIBUTES_DOC
-        + _NOTES_DOC
-    )
+    classes_: Any
+    _label_binarizer: LabelBinarizer
 
-    def _check_y_host(self, y: Any) -> Any:
-        y = column_or_1d(y, warn=True)
-        assert_all_finite(y, input_name="y")
-        return y
+    def __init__(
+        self,
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: float = 10,
+        max_fun: int = 15000,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+        )
 
-    def _validate_targets(self, y: Any, *, first: bool, classes: Any) -> Any:
-        check_classification_targets(y)
-        kind = type_of_target(y)
-        if kind not in ("binary", "multiclass"):
-            msg = f"{type(self).__name__} supports binary and multiclass targets, got {kind!r}"
-            raise ValueError(msg)
-        if first:
-            encoder = LabelEncoder().fit(y if classes is None else classes)
-            self.classes_ = encoder.classes_
-            self._encoder = encoder
-        elif classes is not None and list(classes) != list(self.classes_):
-            msg = (
-                f"`classes={list(classes)!r}` is not the same as on last call to "
-                f"partial_fit, was: {list(self.classes_)!r}"
-            )
-            raise ValueError(msg)
-        return self._encoder.transform(y)
+    # ---- targets ---------------------------------------------------------------------
 
-    def _n_outputs(self, y: Any) -> int:  # noqa: ARG002
-        return len(self.classes_)
+    def _check_y(self, y: Any) -> Any:
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
+        return _column_or_1d(y)
 
-    def _new_loss(self) -> _CrossEntropy:
-        return _CrossEntropy()
-
-    def _validation_score(self, X_val: Array, y_val: Any) -> float:
-        labels = self._encoded_predictions(X_val)
-        return float((labels == y_val).mean())
-
-    def _encoded_predictions(self, X: Array) -> Any:
-        backend = self.model_.backend
-        out = predict(self.model_, X, batch_size=_PREDICT_BATCH)
-        with backend.scope():
-            return backend.to_host(backend.xp.argmax(out, axis=1))
-
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train a new network on ``X`` ``(n_samples, n_features)`` and labels ``y``
-        ``(n_samples,)`` for up to ``max_iter`` epochs; returns ``self``."""
-        self._fit(X, y, incremental=False)
-        return self
-
-    def partial_fit(self, X: Any, y: Any, classes: Sequence[Any] | None = None) -> MLPClassifier:
-        """One epoch over ``(X, y)``, continuing from the current network (and the
-        optimizer's state); the first call needs every class in ``classes``."""
-        if not hasattr(self, "model_") and classes is None:
+    def _encode_targets(self, y: Any, *, first: bool, incremental: bool) -> Any:
+        """scikit-learn's LabelBinarizer: one-hot rows (multiclass), one 0/1 column
+        (binary) or the indicator matrix itself (multilabel)."""
+        classes = self.__dict__.pop("_partial_fit_classes", None)
+        if incremental and classes is not None and hasattr(self, "classes_"):
+            if not np.array_equal(self.classes_, unique_labels(classes)):
+                msg = (
+                    f"`classes={classes!r}` is not the same as on last call to partial_fit, "
+                    f"was: {self.classes_!r}"
+                )
+                raise ValueError(msg)
+        elif incremental and classes is None and not hasattr(self, "classes_"):
             msg = "classes must be passed on the first call to partial_fit."
             raise ValueError(msg)
-        self._fit(X, y, incremental=True, classes=classes)
+        if first and (not incremental or classes is not None):
+            binarizer = LabelBinarizer()
+            multilabel = type_of_target(y).startswith("multilabel")
+            binarizer.fit(y if classes is None or multilabel else classes)
+            self._label_binarizer = binarizer
+            self.classes_ = binarizer.classes_
+        else:
+            seen = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(seen) != set(self.classes_):
+                    msg = (
+                        "warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{seen}"
+                    )
+                    raise ValueError(msg)
+            elif len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
+                msg = (
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                    f"{self.classes_}. 'y' has {seen}."
+                )
+                raise ValueError(msg)
+        return self._label_binarizer.transform(y)
+
+    def _new_loss(self, n_outputs: int) -> _Loss:
+        return _classifier_loss(self._label_binarizer.y_type_, n_outputs)
+
+    def _score_on(self, X: Any, y: Any, sample_weight: Any) -> float:
+        probabilities = self._outputs(X, check_input=False)
+        if not np.isfinite(probabilities).all():
+            return float("nan")
+        return float(accuracy_score(y, self._labels(probabilities), sample_weight=sample_weight))
+
+    # ---- the estimator API -----------------------------------------------------------
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+        """Fit the model to ``X`` ``(n_samples, n_features)`` (dense or SciPy CSR/CSC)
+        and labels ``y`` ``(n_samples,)``, or an indicator matrix ``(n_samples,
+        n_labels)`` for multilabel problems; returns ``self``."""
+        self._fit(X, y, sample_weight, incremental=False)
+        return self
+
+    @available_if(_is_stochastic)  # type: ignore[untyped-decorator]
+    def partial_fit(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any = None,
+        classes: Sequence[Any] | None = None,
+    ) -> MLPClassifier:
+        """One epoch over ``(X, y)``, continuing from the current network and the
+        solver's state; the first call needs every class in ``classes``."""
+        self._partial_fit_classes = classes
+        try:
+            self._fit(X, y, sample_weight, incremental=True)
+        finally:
+            self.__dict__.pop("_partial_fit_classes", None)
         return self
 
     def predict(self, X: Any) -> Any:
-        """The predicted class labels, a NumPy array ``(n_samples,)``."""
+        """The predicted labels ``(n_samples,)`` (an indicator matrix for multilabel)."""
         check_is_fitted(self)
-        X = self._check_X(X, reset=False)
-        return self.classes_[self._encoded_predictions(X)]
+        return self._labels(self._outputs(X))
+
+    def _labels(self, probabilities: Any) -> Any:
+        if self.out_activation_ == "softmax":
+            return self.classes_[np.argmax(probabilities, axis=1)]
+        if self.n_outputs_ == 1:
+            probabilities = probabilities.ravel()
+        return self._label_binarizer.inverse_transform(probabilities)
 
     def predict_proba(self, X: Any) -> Any:
-        """Class probabilities, a NumPy float64 array ``(n_samples, n_classes)``.
-
-        The softmax of the model's logits, computed on the host in float64 from the
-        logits as the model gives them: each row sums to 1 to float64 rounding, however
-        large the logits."""
-        outputs = self._outputs(X)  # checks that the estimator is fitted, and X
-        logits = self.model_.backend.to_host(outputs).astype("float64")
-        return F.softmax(get_backend(logits).xp, logits)
+        """Class probabilities ``(n_samples, n_classes)``, columns in ``classes_``'s
+        order, in the model's dtype."""
+        check_is_fitted(self)
+        probabilities = self._outputs(X)
+        if self.n_outputs_ == 1:
+            p = probabilities.ravel()
+            return np.vstack([1 - p, p]).T
+        return probabilities
 
     def predict_log_proba(self, X: Any) -> Any:
         """The logarithm of :meth:`predict_proba` (as in scikit-learn)."""
-        probs = self.predict_proba(X)
-        return _log(probs)
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
         return tags
 
 
-def _log(a: Any) -> Any:
-    """Elementwise natural logarithm of a NumPy array (``log(0) = -inf``, as in sklearn)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return get_backend(a).xp.log(a)
-
-
 class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
-    __doc__ = (
-        """A multilayer perceptron regressor trained by portprop, on any backend.
+    __doc__ = REGRESSOR_DOC
 
-    Drop-in for :class:`sklearn.neural_network.MLPRegressor` (stochastic solvers):
-    identity outputs and the half squared error.  ``y`` may be ``(n_samples,)`` or
-    ``(n_samples, n_outputs)``; ``predict`` returns ``(n_samples,)`` when there is one
-    output, as scikit-learn does.  See :mod:`portprop.sklearn`.
-"""
-        + _PARAMETERS_DOC
-        + """
-    Attributes
-    ----------"""
-        + _ATTRIBUTES_DOC
-        + _NOTES_DOC
-    )
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: float = 10,
+        max_fun: int = 15000,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+        )
+        self.loss = loss
 
-    def _check_y_host(self, y: Any) -> Any:
-        return check_array(y, ensure_2d=False, dtype=("float64", "float32"), input_name="y")
+    _parameter_constraints = {  # noqa: RUF012 - scikit-learn's form
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions(set(_REGRESSION_LOSSES))],
+    }
 
-    def _validate_targets(self, y: Any, *, first: bool, classes: Any) -> Any:  # noqa: ARG002
+    def _check_y(self, y: Any) -> Any:
+        y = check_array(y, ensure_2d=False, dtype=("float64", "float32"), input_name="y")
         if y.ndim not in (1, 2):
             msg = f"y must be 1-D or 2-D, got shape {y.shape}"
             raise ValueError(msg)
-        if not first and self._n_outputs(y) != self.n_outputs_:
-            msg = f"y has {self._n_outputs(y)} outputs, but the model has {self.n_outputs_}"
+        if self.loss == "poisson" and (y < 0).any():
+            msg = f"y must be >= 0 for loss='poisson', got a minimum of {y.min()!r}"
             raise ValueError(msg)
-        return y
+        return _column_or_1d(y)
 
-    def _n_outputs(self, y: Any) -> int:
-        return 1 if y.ndim == 1 else int(y.shape[1])
+    def _encode_targets(self, y: Any, *, first: bool, incremental: bool) -> Any:  # noqa: ARG002
+        return y.reshape(-1, 1) if y.ndim == 1 else y
 
-    def _new_loss(self) -> _HalfSquaredError:
-        return _HalfSquaredError()
+    def _new_loss(self, n_outputs: int) -> _Loss:
+        return _REGRESSION_LOSSES[self._spec["loss"]](n_outputs)
 
-    def _reported_loss_scale(self) -> float:
-        # scikit-learn reports the half squared error averaged over the outputs too
-        return 1.0 / self.n_outputs_
+    def _score_on(self, X: Any, y: Any, sample_weight: Any) -> float:
+        predicted = self._values(self._outputs(X, check_input=False))
+        if not np.isfinite(predicted).all():
+            return float("nan")
+        return float(r2_score(y, predicted, sample_weight=sample_weight))
 
-    def _validation_score(self, X_val: Array, y_val: Any) -> float:
-        return float(r2_score(y_val, self._predict_on_host(X_val)))
+    def _values(self, outputs: Any) -> Any:
+        return outputs.ravel() if self.n_outputs_ == 1 else outputs
 
-    def _predict_on_host(self, X: Array) -> Any:
-        backend = self.model_.backend
-        out = backend.to_host(predict(self.model_, X, batch_size=_PREDICT_BATCH))
-        out = out.astype("float64")
-        return out.reshape(-1) if self.n_outputs_ == 1 else out
-
-    def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Train a new network on ``X`` ``(n_samples, n_features)`` and targets ``y``
-        ``(n_samples,)`` or ``(n_samples, n_outputs)``; returns ``self``."""
-        self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """Fit the model to ``X`` ``(n_samples, n_features)`` (dense or SciPy CSR/CSC)
+        and targets ``y`` ``(n_samples,)`` or ``(n_samples, n_outputs)``; returns
+        ``self``."""
+        self._fit(X, y, sample_weight, incremental=False)
         return self
 
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
-        """One epoch over ``(X, y)``, continuing from the current network (and the
-        optimizer's state)."""
-        self._fit(X, y, incremental=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """One epoch over ``(X, y)`` with a stochastic solver, continuing from the current
+        network and the solver's state (with ``"lbfgs"``, as in scikit-learn, a whole
+        L-BFGS run from the current parameters)."""
+        self._fit(X, y, sample_weight, incremental=True)
         return self
 
     def predict(self, X: Any) -> Any:
-        """Predicted values, a NumPy float64 array ``(n_samples,)`` with one output,
-        else ``(n_samples, n_outputs)``."""
+        """Predicted values ``(n_samples,)`` with one output, else
+        ``(n_samples, n_outputs)``, in the model's dtype."""
         check_is_fitted(self)
-        X = self._check_X(X, reset=False)
-        return self._predict_on_host(X)
+        return self._values(self._outputs(X))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
+        tags.input_tags.sparse = True
         return tags
