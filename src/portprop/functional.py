@@ -18,6 +18,12 @@ lecture                                                                     func
 :math:`\partial\ell/\partial x = w^T\,\partial\ell/\partial s`              :func:`input_gradient`
 :math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \sigma'(s)`  ``*_backward``
 :math:`y = m \odot x / (1 - p)` (dropout)                                   :func:`dropout`
+:math:`\mathrm{erf}`, :math:`\mathrm{erfc}` (for GELU)                      :func:`erf_and_erfc`
+GELU, SiLU, ELU, softplus, log-softmax, ``*_backward``                      :func:`gelu`, ...
+:math:`\hat x = (x - \mu) / \sqrt{v + \epsilon}` (layer norm)               :func:`layer_norm`
+:math:`y = \hat x \odot \gamma + \beta`                                     :func:`affine`
+:math:`r(g - \bar g - \hat x\,\overline{g \hat x})` (layer norm backward)   :func:`layer_norm_backward`
+:math:`T_{n,k}` (class weights, smoothing, ignore_index)                    :func:`class_targets`
 :math:`\nabla_1 \ell`                                                       ``*_loss_gradient``
 :math:`w \leftarrow w - \eta\,\partial\ell/\partial w`                      :meth:`portprop.SGD.step`
 ==========================================================================  =========================
@@ -264,3 +270,390 @@ def dropout_backward(dl_dy: Array, factor: Array) -> Array:
     r""":math:`\partial\ell/\partial x = \partial\ell/\partial y \odot m / (1 - p)`, with the
     factor of the forward pass."""
     return dl_dy * factor
+
+
+# ---- the error function, for GELU -------------------------------------------------------
+
+# The rational approximations of fdlibm's s_erf.c (Sun Microsystems, 1993), accurate to
+# under one unit in the last place of float64, in the three intervals of |x| it uses.
+_ERX = 8.45062911510467529297e-01  # erf(1) rounded to float precision
+_ERF_SMALL_P = (
+    1.28379167095512558561e-01,
+    -3.25042107247001499370e-01,
+    -2.84817495755985104766e-02,
+    -5.77027029648944159157e-03,
+    -2.37630166566501626084e-05,
+)
+_ERF_SMALL_Q = (
+    1.0,
+    3.97917223959155352819e-01,
+    6.50222499887672944485e-02,
+    5.08130628187576562776e-03,
+    1.32494738004321644526e-04,
+    -3.96022827877536812320e-06,
+)
+_ERF_MID_P = (
+    -2.36211856075265944077e-03,
+    4.14856118683748331666e-01,
+    -3.72207876035701323847e-01,
+    3.18346619901161753674e-01,
+    -1.10894694282396677476e-01,
+    3.54783043256182359371e-02,
+    -2.16637559486879084300e-03,
+)
+_ERF_MID_Q = (
+    1.0,
+    1.06420880400844228286e-01,
+    5.40397917702171048937e-01,
+    7.18286544141962662868e-02,
+    1.26171219808761642112e-01,
+    1.36370839120290507362e-02,
+    1.19844998467991074170e-02,
+)
+_ERFC_NEAR_R = (
+    -9.86494403484714822705e-03,
+    -6.93858572707181764372e-01,
+    -1.05586262253232909814e01,
+    -6.23753324503260060396e01,
+    -1.62396669462573470355e02,
+    -1.84605092906711035994e02,
+    -8.12874355063065934246e01,
+    -9.81432934416914548592e00,
+)
+_ERFC_NEAR_S = (
+    1.0,
+    1.96512716674392571292e01,
+    1.37657754143519042600e02,
+    4.34565877475229228821e02,
+    6.45387271733267880336e02,
+    4.29008140027567833386e02,
+    1.08635005541779435134e02,
+    6.57024977031928170135e00,
+    -6.04244152148580987438e-02,
+)
+_ERFC_FAR_R = (
+    -9.86494292470009928597e-03,
+    -7.99283237680523006574e-01,
+    -1.77579549177547519889e01,
+    -1.60636384855821916062e02,
+    -6.37566443368389627722e02,
+    -1.02509513161107724954e03,
+    -4.83519191608651397019e02,
+)
+_ERFC_FAR_S = (
+    1.0,
+    3.03380607434824582924e01,
+    3.25792512996573918826e02,
+    1.53672958608443695994e03,
+    3.19985821950859553908e03,
+    2.55305040643316442583e03,
+    4.74528541206955367215e02,
+    -2.24409524465858183362e01,
+)
+
+
+def _polynomial(t: Array, coefficients: tuple[float, ...]) -> Array:
+    """:math:`\\sum_i c_i t^i` by Horner's rule."""
+    value = t * coefficients[-1]
+    for c in coefficients[-2:0:-1]:
+        value = (value + c) * t
+    return value + coefficients[0]
+
+
+def erf_and_erfc(xp: Any, X: Array) -> tuple[Array, Array]:
+    r""":math:`\mathrm{erf}(x) = \frac{2}{\sqrt\pi}\int_0^x e^{-t^2} dt` and
+    :math:`\mathrm{erfc}(x) = 1 - \mathrm{erf}(x)`, each to float64 rounding (to under
+    :math:`10^{-15}` relative) for every finite ``x``, from the standard's functions alone.
+
+    fdlibm's rational approximations of :math:`a = |x|`: :math:`\mathrm{erf}(a)` for
+    :math:`a < 0.84375` and around 1, and :math:`\mathrm{erfc}(a) =
+    e^{-a^2 - 0.5625 + R(1/a^2)/S(1/a^2)} / a` beyond 1.25, with :math:`a^2` split so that
+    its rounding error is not amplified by the exponential; the other function of the
+    pair is the complement, which loses nothing there.  :math:`\mathrm{erfc}` keeps its
+    relative accuracy where it is tiny (:math:`\mathrm{erfc}(26) \approx 10^{-296}`),
+    which :math:`1 - \mathrm{erf}` cannot.  No exponential overflows and no division by
+    zero happens: every interval's formula is evaluated on ``|x|`` clipped into it.
+    Elementwise; ``erf`` is odd and :math:`\mathrm{erfc}(-a) = 2 - \mathrm{erfc}(a)`.
+    """
+    a = xp.abs(X)
+    small = xp.clip(a, 0.0, 0.84375)
+    z = small * small
+    erf_small = small + small * (_polynomial(z, _ERF_SMALL_P) / _polynomial(z, _ERF_SMALL_Q))
+    s = xp.clip(a, 0.84375, 1.25) - 1.0
+    erf_mid = _ERX + _polynomial(s, _ERF_MID_P) / _polynomial(s, _ERF_MID_Q)
+    erfc_mid = (1.0 - _ERX) - (erf_mid - _ERX)
+    far = xp.clip(a, 1.25, 28.0)  # erfc(28) underflows to 0 in float64
+    t = 1.0 / (far * far)
+    ratio = xp.where(
+        far < 1.0 / 0.35,
+        _polynomial(t, _ERFC_NEAR_R) / _polynomial(t, _ERFC_NEAR_S),
+        _polynomial(t, _ERFC_FAR_R) / _polynomial(t, _ERFC_FAR_S),
+    )
+    head = xp.round(far * 2.0**20) / 2.0**20  # 25 bits at most: head * head is exact
+    erfc_far = xp.exp(-head * head - 0.5625) * xp.exp((head - far) * (head + far) + ratio) / far
+    erf_a = xp.where(a < 0.84375, erf_small, xp.where(a < 1.25, erf_mid, 1.0 - erfc_far))
+    erfc_a = xp.where(a < 0.84375, 1.0 - erf_small, xp.where(a < 1.25, erfc_mid, erfc_far))
+    negative = X < 0
+    return xp.where(negative, -erf_a, erf_a), xp.where(negative, 2.0 - erfc_a, erfc_a)
+
+
+# ---- smooth activations: sigma and dl/ds = dl/dx * sigma'(s) ------------------------------
+
+_SQRT_HALF = 0.70710678118654752440  # 1/sqrt(2)
+_INV_SQRT_2PI = 0.39894228040143267794  # 1/sqrt(2 pi)
+_SQRT_2_OVER_PI = 0.79788456080286535588  # sqrt(2/pi)
+_GELU_CUBIC = 0.044715
+# Beyond |s| = 100 the tanh of the approximate GELU is +-1 exactly, in float32 and float64.
+_GELU_TANH_CLIP = 100.0
+# Beyond |s| = 40 the normal density exp(-s^2/2) underflows to 0 in float64 (and float32).
+_GELU_DENSITY_CLIP = 40.0
+
+
+def gelu(xp: Any, S: Array) -> tuple[Array, Array]:
+    r""":math:`\sigma(s) = s\,\Phi(s)`, with the normal distribution function
+    :math:`\Phi(s) = \tfrac12 \mathrm{erfc}(-s/\sqrt2)`; also returns :math:`\Phi(s)`,
+    kept for the backward pass.
+
+    :math:`\mathrm{erfc}` keeps :math:`\Phi` exact in its tail (no cancellation in
+    :math:`1 + \mathrm{erf}`), and saturates to exactly 0 and 1: no overflow, no NaN.
+    """
+    cdf = erf_and_erfc(xp, S * -_SQRT_HALF)[1] * 0.5
+    return S * cdf, cdf
+
+
+def gelu_backward(xp: Any, dl_dx: Array, S: Array, cdf: Array) -> Array:
+    r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \big(\Phi(s) + s\,
+    \varphi(s)\big)`, with the normal density :math:`\varphi(s) = e^{-s^2/2}/\sqrt{2\pi}`,
+    evaluated at :math:`s` clipped to :math:`[-40, 40]`, beyond which it is 0 in float64:
+    :math:`s^2` never overflows."""
+    c = xp.clip(S, -_GELU_DENSITY_CLIP, _GELU_DENSITY_CLIP)
+    return dl_dx * (cdf + S * (xp.exp(c * c * -0.5) * _INV_SQRT_2PI))
+
+
+def gelu_tanh(xp: Any, S: Array) -> tuple[Array, Array]:
+    r""":math:`\sigma(s) = \tfrac12 s\,(1 + \tanh u)`, :math:`u = \sqrt{2/\pi}\,(s + 0.044715
+    s^3)`: torch's ``approximate="tanh"``; also returns :math:`\tanh u`, kept for the
+    backward pass.  :math:`u` is computed from :math:`s` clipped to :math:`[-100, 100]`,
+    where :math:`\tanh u` is already :math:`\pm 1`, so that :math:`s^3` never overflows."""
+    c = xp.clip(S, -_GELU_TANH_CLIP, _GELU_TANH_CLIP)
+    t = xp.tanh((c + c * c * c * _GELU_CUBIC) * _SQRT_2_OVER_PI)
+    return S * (1.0 + t) * 0.5, t
+
+
+def gelu_tanh_backward(xp: Any, dl_dx: Array, S: Array, t: Array) -> Array:
+    r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \tfrac12\big(1 + \tanh u
+    + s\,(1 - \tanh^2 u)\,\sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\, s^2)\big)`, with :math:`s`
+    clipped as in the forward pass (where :math:`1 - \tanh^2 u = 0`, so that
+    :math:`0 \cdot \infty` never happens)."""
+    c = xp.clip(S, -_GELU_TANH_CLIP, _GELU_TANH_CLIP)
+    du_ds = (1.0 + c * c * (3.0 * _GELU_CUBIC)) * _SQRT_2_OVER_PI
+    return dl_dx * ((1.0 + t + c * (1.0 - t * t) * du_ds) * 0.5)
+
+
+def silu(xp: Any, S: Array) -> tuple[Array, Array]:
+    r""":math:`\sigma(s) = s\,\mathrm{sigmoid}(s)`, with the overflow-free
+    :func:`sigmoid`, which it also returns for the backward pass."""
+    sig = sigmoid(xp, S)
+    return S * sig, sig
+
+
+def silu_backward(dl_dx: Array, S: Array, sig: Array) -> Array:
+    r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot
+    \mathrm{sigmoid}(s)\big(1 + s\,(1 - \mathrm{sigmoid}(s))\big)`."""
+    return dl_dx * (sig * (1.0 + S * (1.0 - sig)))
+
+
+def elu(xp: Any, S: Array, alpha: float) -> tuple[Array, Array]:
+    r""":math:`\sigma(s) = s` for :math:`s > 0`, :math:`\alpha(e^s - 1)` otherwise (with
+    ``expm1``, exact near 0); also returns :math:`\sigma'(s)`, 1 or :math:`\alpha e^s`.
+    The exponential sees :math:`\min(s, 0)`, so it never overflows."""
+    negative_part = xp.clip(S, None, 0.0)
+    e = xp.exp(negative_part)  # exactly 1 where s > 0
+    positive = S > 0
+    return xp.where(positive, S, xp.expm1(negative_part) * alpha), xp.where(positive, e, e * alpha)
+
+
+def elu_backward(dl_dx: Array, slope: Array) -> Array:
+    r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot (1[s>0] +
+    \alpha e^s\, 1[s\le0])`, from the slope of the forward pass."""
+    return dl_dx * slope
+
+
+def softplus(xp: Any, S: Array, beta: float, threshold: float) -> tuple[Array, Array]:
+    r""":math:`\sigma(s) = \frac1\beta \log(1 + e^{\beta s})`, and :math:`s` itself where
+    :math:`\beta s > \text{threshold}` (torch's cut-off); also returns :math:`\sigma'(s)
+    = \mathrm{sigmoid}(\beta s)` (1 beyond the cut-off).
+
+    Written :math:`\frac1\beta\big(\max(\beta s, 0) + \log(1 + e^{-|\beta s|})\big)`: no
+    exponential exceeds 1.
+    """
+    z = S * beta
+    smooth = (xp.clip(z, 0.0, None) + xp.log1p(xp.exp(-xp.abs(z)))) * (1.0 / beta)
+    linear = z > threshold
+    return xp.where(linear, S, smooth), xp.where(linear, xp.astype(linear, S.dtype), sigmoid(xp, z))
+
+
+def softplus_backward(dl_dx: Array, slope: Array) -> Array:
+    r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \mathrm{sigmoid}(\beta
+    s)`, 1 beyond the cut-off, from the slope of the forward pass."""
+    return dl_dx * slope
+
+
+def log_softmax(xp: Any, Z: Array) -> Array:
+    r""":math:`\log p_k = z_k - \operatorname{lse}(z)` per row, as :math:`u_k - \log\sum_j
+    e^{u_j}` with :math:`u = z - \max_j z_j`: no exponential overflows, and the largest
+    :math:`u` is exactly 0.  ``(batch, C) -> (batch, C)``."""
+    u = Z - xp.max(Z, axis=1, keepdims=True)
+    return u - xp.log(xp.sum(xp.exp(u), axis=1, keepdims=True))
+
+
+def log_softmax_backward(xp: Any, dl_dy: Array, Y: Array) -> Array:
+    r""":math:`\partial\ell/\partial z_k = \partial\ell/\partial y_k - p_k \sum_j
+    \partial\ell/\partial y_j`, with :math:`p = e^{y}` from the output :math:`y = \log p`
+    of the forward pass (one product and one row sum, no :math:`C \times C` Jacobian)."""
+    return dl_dy - xp.exp(Y) * xp.sum(dl_dy, axis=1, keepdims=True)
+
+
+# ---- layer normalization: y = (x - mean) / sqrt(var + eps) * gamma + beta ----------------
+
+
+def layer_norm(xp: Any, X: Array, eps: float) -> tuple[Array, Array]:
+    r""":math:`\hat x = (x - \mu)\, r`, with the mean :math:`\mu` and the biased variance
+    :math:`v` of each row and :math:`r = 1/\sqrt{v + \epsilon}`; returns :math:`\hat x`
+    and :math:`r` ``(batch, 1)``, which the backward pass reads.
+    ``(batch, features) -> (batch, features)``."""
+    centered = X - xp.mean(X, axis=1, keepdims=True)
+    r = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=1, keepdims=True) + eps)
+    return centered * r, r
+
+
+def layer_norm_backward(xp: Any, dl_dxhat: Array, Xhat: Array, r: Array) -> Array:
+    r""":math:`\partial\ell/\partial x = r\,\big(g - \overline{g} - \hat x\,
+    \overline{g \odot \hat x}\big)` per row, with :math:`g = \partial\ell/\partial\hat x`
+    and :math:`\overline{\,\cdot\,}` the mean over the row's features: the backward pass
+    through the mean and the variance in one expression."""
+    mean_g = xp.mean(dl_dxhat, axis=1, keepdims=True)
+    mean_gx = xp.mean(dl_dxhat * Xhat, axis=1, keepdims=True)
+    return (dl_dxhat - mean_g - Xhat * mean_gx) * r
+
+
+def affine(Xhat: Array, gamma: Array, beta: Array | None) -> Array:
+    r""":math:`y = \hat x \odot \gamma + \beta`, per feature (``beta`` may be ``None``)."""
+    Y = Xhat * gamma
+    if beta is not None:
+        Y += beta
+    return Y
+
+
+def affine_weight_gradient(sum: Callable[..., Array], dl_dy: Array, Xhat: Array) -> Array:
+    r""":math:`\partial\mathcal{L}/\partial\gamma = \sum_n \partial\ell_n/\partial y_n
+    \odot \hat x_n`, summed over the batch (the bias's is :func:`bias_gradient`).
+    ``(batch, features) -> (features,)``."""
+    return sum(dl_dy * Xhat, axis=0)
+
+
+def affine_input_gradient(dl_dy: Array, gamma: Array) -> Array:
+    r""":math:`\partial\ell/\partial\hat x = \partial\ell/\partial y \odot \gamma`."""
+    return dl_dy * gamma
+
+
+# ---- more losses ---------------------------------------------------------------------------
+
+
+def l1_loss(xp: Any, pred: Array, target: Array, scale: float) -> tuple[Array, Array]:
+    r""":math:`\ell = c \sum |f(x) - y|`; returns the loss and the residual kept for the
+    gradient."""
+    diff = pred - target
+    return xp.sum(xp.abs(diff)) * scale, diff
+
+
+def l1_loss_gradient(xp: Any, diff: Array, scale: float) -> Array:
+    r""":math:`\nabla_1 \ell = c\,\mathrm{sign}(f(x) - y)` (0 where they are equal, as in
+    torch)."""
+    return xp.sign(diff) * scale
+
+
+def huber_loss(
+    xp: Any, pred: Array, target: Array, delta: float, scale: float
+) -> tuple[Array, Array]:
+    r""":math:`\ell = c \sum h_\delta(f(x) - y)`, :math:`h_\delta(d) = \tfrac12 d^2` for
+    :math:`|d| < \delta` and :math:`\delta(|d| - \tfrac12\delta)` beyond; returns the loss
+    and the clipped residual :math:`q = \mathrm{clip}(d, -\delta, \delta)`, kept for the
+    gradient.
+
+    Written :math:`h_\delta(d) = |q|\,(|d| - \tfrac12|q|)`, which is both branches at
+    once and squares nothing larger than :math:`\delta`: no overflow, no selection.
+    """
+    diff = pred - target
+    q = xp.clip(diff, -delta, delta)
+    abs_q = xp.abs(q)
+    return xp.sum(abs_q * (xp.abs(diff) - 0.5 * abs_q)) * scale, q
+
+
+def huber_loss_gradient(q: Array, scale: float) -> Array:
+    r""":math:`\nabla_1 \ell = c\,\mathrm{clip}(f(x) - y, -\delta, \delta)`."""
+    return q * scale
+
+
+def class_targets(
+    xp: Any,
+    labels: Array,
+    num_classes: int,
+    dtype: Any,
+    weight: Array | None,
+    label_smoothing: float,
+    ignore_index: int,
+) -> tuple[Array, Array]:
+    r"""The target matrix :math:`T_{n,k} = m_n\big((1-\varepsilon)\,w_{y_n}\,1[k = y_n] +
+    \varepsilon\, w_k / C\big)` of a weighted, smoothed cross-entropy
+    :math:`\sum_{n,k} T_{n,k}(-\log p_{n,k})`, and the divisor of ``"mean"``,
+    :math:`\sum_n m_n w_{y_n}`.
+
+    :math:`m_n = 1[y_n \ne \text{ignore\_index}]`, :math:`w` the class weights (ones when
+    ``weight`` is ``None``), :math:`\varepsilon` the label smoothing.  ``(batch,) ->
+    (batch, C), ()``.
+    """
+    kept = xp.astype(labels != ignore_index, dtype)[:, None]
+    Y = one_hot(xp, labels, num_classes, dtype) * kept  # zero rows for ignored samples
+    W = Y if weight is None else Y * weight[None, :]
+    total = xp.sum(W)
+    if label_smoothing == 0.0:
+        return W, total
+    spread = kept * (label_smoothing / num_classes)
+    if weight is not None:
+        spread = spread * weight[None, :]
+    return W * (1.0 - label_smoothing) + spread, total
+
+
+def soft_cross_entropy_loss(xp: Any, logits: Array, T: Array, scale: Any) -> tuple[Array, Array]:
+    r""":math:`\ell = c \sum_{n,k} T_{n,k}\,(\operatorname{lse}(z_n) - z_{n,k})`, the
+    cross-entropy against a target matrix :math:`T \ge 0` (:func:`class_targets`) whose
+    rows need not sum to 1; returns the loss and the probabilities :math:`p`.
+
+    As in :func:`cross_entropy_loss`, with :math:`u = z - m`, it is the sum of
+    :math:`\big(\sum_k T_{n,k}\big)\log\sum_k e^{u_{n,k}} \ge 0` and
+    :math:`-\sum_k T_{n,k} u_{n,k} \ge 0`: no overflow and no cancellation at extreme
+    logits.  ``scale`` may be a 0-d array (``"mean"`` with class weights).
+    """
+    u = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(u)
+    s = xp.sum(e, axis=1, keepdims=True)
+    loss = xp.sum(xp.sum(T, axis=1, keepdims=True) * xp.log(s)) - xp.sum(u * T)
+    return loss * scale, e / s
+
+
+def soft_cross_entropy_loss_gradient(xp: Any, probs: Array, T: Array, scale: Any) -> Array:
+    r""":math:`\nabla_1 \ell = c\,\big((\textstyle\sum_k T_{n,k})\,p_{n} - T_{n}\big)` per
+    row: the softmax and the log-sum-exp differentiated together."""
+    return (xp.sum(T, axis=1, keepdims=True) * probs - T) * scale
+
+
+def nll_loss(xp: Any, log_probs: Array, T: Array, scale: Any) -> Array:
+    r""":math:`\ell = -c \sum_{n,k} T_{n,k} \log p_{n,k}`, on log-probabilities (the output
+    of :func:`log_softmax`) and the target matrix of :func:`class_targets`."""
+    return -xp.sum(T * log_probs) * scale
+
+
+def nll_loss_gradient(T: Array, scale: Any) -> Array:
+    r""":math:`\nabla_1 \ell = -c\,T`."""
+    return T * -scale

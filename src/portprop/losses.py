@@ -7,12 +7,23 @@ for cross-entropy); ``reduction="sum"`` is the lecture's sum over samples.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from portprop import functional as F
-from portprop.backend import Backend, backend_of, dtype_name
+from portprop.backend import Backend, backend_of, dtype_name, is_array
 
-__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Loss", "MSELoss"]
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "HuberLoss",
+    "L1Loss",
+    "Loss",
+    "MSELoss",
+    "NLLLoss",
+    "SmoothL1Loss",
+]
 
 Array = Any
 _REDUCTIONS = ("mean", "sum")
@@ -104,13 +115,23 @@ class MSELoss(Loss):
         return F.mse_loss_gradient(self._diff, self._c)
 
 
-class CrossEntropyLoss(Loss):
-    r"""Softmax cross-entropy of logits against integer class labels.
+class _ClassLabelLoss(Loss):
+    """A loss of ``(batch, classes)`` scores against integer labels ``(batch,)``, with
+    torch's class ``weight`` and ``ignore_index``: the common part of
+    :class:`CrossEntropyLoss` and :class:`NLLLoss`."""
 
-    ``pred``: logits ``(batch, classes)``; ``target``: integer labels ``(batch,)`` in
-    ``[0, classes)``.  Computed in the log-sum-exp form, and its gradient is the fused
-    :math:`\mathrm{softmax}(z) - \mathrm{onehot}(y)`.  ``"mean"`` averages over samples.
-    """
+    def __init__(
+        self, reduction: str = "mean", *, weight: Any = None, ignore_index: int = -100
+    ) -> None:
+        super().__init__(reduction)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            msg = f"ignore_index must be an int, got {ignore_index!r}"
+            raise TypeError(msg)
+        self.ignore_index = ignore_index
+        self.weight = weight
+        self._weights = None if weight is None else _class_weights(weight)
+        self._weight_array: tuple[Backend, Any, Array] | None = None
+        self._has_ignored = False
 
     def _check_target(self, xp: Any, pred: Array, target: Array) -> None:
         if target.ndim != 1 or target.shape[0] != pred.shape[0]:
@@ -123,21 +144,149 @@ class CrossEntropyLoss(Loss):
             msg = f"target must hold integer class labels, got dtype {dtype_name(target.dtype)}"
             raise TypeError(msg)
         n_classes = pred.shape[1]
-        if target.shape[0] and (int(xp.min(target)) < 0 or int(xp.max(target)) >= n_classes):
+        if self._weights is not None and len(self._weights) != n_classes:
             msg = (
-                f"target labels must lie in [0, {n_classes}) for pred with {n_classes} "
-                f"columns, got labels from {int(xp.min(target))} to {int(xp.max(target))}"
+                f"weight has {len(self._weights)} entries, but pred has {n_classes} classes "
+                f"(columns): give one weight per class"
             )
             raise ValueError(msg)
+        self._has_ignored = False
+        if not target.shape[0]:
+            return
+        low, high = int(xp.min(target)), int(xp.max(target))
+        ignore = self.ignore_index
+        if low >= 0 and high < n_classes:  # every label is a class
+            self._has_ignored = 0 <= ignore < n_classes and bool(xp.any(target == ignore))
+            return
+        valid = ((target >= 0) & (target < n_classes)) | (target == ignore)
+        if not bool(xp.all(valid)):
+            msg = (
+                f"target labels must lie in [0, {n_classes}) for pred with {n_classes} "
+                f"columns, or equal ignore_index={ignore}, got labels from {low} to {high}"
+            )
+            raise ValueError(msg)
+        self._has_ignored = True
+
+    def _weight_on(self, pred: Array) -> Array | None:
+        """The class weights as an array of ``pred``'s backend, device and dtype."""
+        if self._weights is None:
+            return None
+        backend = self._backend
+        assert backend is not None
+        cached = self._weight_array
+        if cached is None or cached[0] is not backend or cached[1] != pred.dtype:
+            xp = backend.xp
+            array = xp.asarray(self._weights, dtype=pred.dtype, device=backend.device)
+            cached = self._weight_array = (backend, pred.dtype, array)
+        return cached[2]
+
+    def _targets(self, xp: Any, pred: Array, target: Array, label_smoothing: float) -> Any:
+        """The target matrix :math:`T` of :func:`portprop.functional.class_targets`, and
+        the scale :math:`c` (``"mean"`` divides by the total weight of the kept samples)."""
+        T, total = F.class_targets(
+            xp,
+            target,
+            pred.shape[1],
+            pred.dtype,
+            self._weight_on(pred),
+            label_smoothing,
+            self.ignore_index,
+        )
+        return T, (1.0 / total if self.reduction == "mean" else 1.0)
+
+    def __repr__(self) -> str:
+        weight = "" if self._weights is None else f", weight={list(self._weights)}"
+        return (
+            f"{type(self).__name__}(reduction={self.reduction!r}{weight}, "
+            f"ignore_index={self.ignore_index}{self._extra_repr()})"
+        )
+
+    def _extra_repr(self) -> str:
+        return ""
+
+
+def _class_weights(weight: Any) -> tuple[float, ...]:
+    """``weight`` (a 1-D array of any backend, or a sequence of numbers) as host floats,
+    each finite and >= 0."""
+    values: Any = weight
+    if is_array(weight):
+        if weight.ndim != 1:
+            msg = f"weight must be 1-D (one weight per class), got shape {tuple(weight.shape)}"
+            raise ValueError(msg)
+        values = backend_of(weight).to_host(weight).tolist()
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        msg = f"weight must be a 1-D array or a sequence of numbers, got {weight!r:.80}"
+        raise TypeError(msg)
+    return tuple(_number(v, "each entry of weight") for v in values)
+
+
+class CrossEntropyLoss(_ClassLabelLoss):
+    r"""Softmax cross-entropy of logits against integer class labels.
+
+    ``pred``: logits ``(batch, classes)``; ``target``: integer labels ``(batch,)`` in
+    ``[0, classes)``, or ``ignore_index``.  Computed in the log-sum-exp form, and its
+    gradient is the fused :math:`\mathrm{softmax}(z) - \mathrm{onehot}(y)`.  ``"mean"``
+    averages over samples.
+
+    With torch's ``weight`` (one per class), ``ignore_index`` (samples with this label
+    count for nothing, default -100) and ``label_smoothing`` :math:`\varepsilon` (the
+    target puts :math:`1-\varepsilon` on the label and spreads :math:`\varepsilon` over
+    every class), the loss is :math:`c\sum_{n,k} T_{n,k}(-\log p_{n,k})` with the target
+    matrix of :func:`portprop.functional.class_targets`, and ``"mean"`` divides by the
+    total weight of the samples kept, :math:`\sum_n w_{y_n}`, as torch's does.
+    """
+
+    def __init__(
+        self,
+        reduction: str = "mean",
+        *,
+        weight: Any = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(reduction, weight=weight, ignore_index=ignore_index)
+        self.label_smoothing = _number(label_smoothing, "label_smoothing", at_most=1.0)
 
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
-        self._c = self._scale(pred.shape[0])
-        self._one_hot = F.one_hot(xp, target, pred.shape[1], pred.dtype)
-        value, self._probs = F.cross_entropy_loss(xp, pred, self._one_hot, self._c)
+        if self._weights is None and self.label_smoothing == 0.0 and not self._has_ignored:
+            self._general = False
+            self._c = self._scale(pred.shape[0])
+            self._one_hot = F.one_hot(xp, target, pred.shape[1], pred.dtype)
+            value, self._probs = F.cross_entropy_loss(xp, pred, self._one_hot, self._c)
+            return value
+        self._general = True
+        self._one_hot, self._c = self._targets(xp, pred, target, self.label_smoothing)
+        value, self._probs = F.soft_cross_entropy_loss(xp, pred, self._one_hot, self._c)
         return value
 
     def _backward(self) -> Array:
+        if self._general:
+            assert self._backend is not None
+            xp = self._backend.xp
+            return F.soft_cross_entropy_loss_gradient(xp, self._probs, self._one_hot, self._c)
         return F.cross_entropy_loss_gradient(self._probs, self._one_hot, self._c)
+
+    def _extra_repr(self) -> str:
+        return f", label_smoothing={self.label_smoothing}"
+
+
+class NLLLoss(_ClassLabelLoss):
+    r"""The negative log-likelihood :math:`-c\sum_n w_{y_n} \log p_{n,y_n}` of
+    log-probabilities (the output of :class:`~portprop.LogSoftmax`) against integer
+    class labels, with torch's ``weight`` and ``ignore_index``.
+
+    ``pred``: log-probabilities ``(batch, classes)``; ``target``: integer labels
+    ``(batch,)``.  ``"mean"`` divides by the total weight of the samples kept.
+    ``LogSoftmax`` followed by ``NLLLoss`` is :class:`CrossEntropyLoss`, computed in two
+    steps.
+    """
+
+    def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
+        self._T, self._c = self._targets(xp, pred, target, 0.0)
+        return F.nll_loss(xp, pred, self._T, self._c)
+
+    def _backward(self) -> Array:
+        return F.nll_loss_gradient(self._T, self._c)
 
 
 class BCEWithLogitsLoss(Loss):
@@ -156,3 +305,93 @@ class BCEWithLogitsLoss(Loss):
         assert self._backend is not None
         xp = self._backend.xp
         return F.bce_with_logits_loss_gradient(xp, self._pred, self._target, self._c)
+
+
+class L1Loss(Loss):
+    r"""Absolute error :math:`\sum |f(x) - y|`, summed or averaged over every element.
+
+    ``pred`` and ``target``: ``(batch, outputs)``, same dtype.
+    """
+
+    def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
+        self._c = self._scale(pred.shape[0] * pred.shape[1])
+        value, self._diff = F.l1_loss(xp, pred, target, self._c)
+        return value
+
+    def _backward(self) -> Array:
+        assert self._backend is not None
+        return F.l1_loss_gradient(self._backend.xp, self._diff, self._c)
+
+
+class HuberLoss(Loss):
+    r"""Huber's loss :math:`\sum h_\delta(f(x) - y)`: :math:`\tfrac12 d^2` for
+    :math:`|d| < \delta`, :math:`\delta(|d| - \tfrac12\delta)` beyond, summed or
+    averaged over every element; computed without squaring anything larger than
+    :math:`\delta`.
+
+    ``pred`` and ``target``: ``(batch, outputs)``, same dtype.
+    """
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = _number(delta, "delta", positive=True)
+
+    def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
+        self._c = self._scale(pred.shape[0] * pred.shape[1])
+        value, self._q = F.huber_loss(xp, pred, target, self.delta, self._c)
+        return value
+
+    def _backward(self) -> Array:
+        return F.huber_loss_gradient(self._q, self._c)
+
+    def __repr__(self) -> str:
+        return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
+
+
+class SmoothL1Loss(Loss):
+    r"""torch's smooth L1 loss, :math:`\tfrac12 d^2/\beta` for :math:`|d| < \beta` and
+    :math:`|d| - \tfrac12\beta` beyond: Huber's loss with :math:`\delta = \beta`,
+    divided by :math:`\beta` (computed by :func:`portprop.functional.huber_loss` with
+    the scale :math:`c/\beta`); with ``beta=0``, the L1 loss.
+
+    ``pred`` and ``target``: ``(batch, outputs)``, same dtype.
+    """
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = _number(beta, "beta")
+
+    def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
+        self._c = self._scale(pred.shape[0] * pred.shape[1])
+        if self.beta == 0.0:
+            value, self._kept = F.l1_loss(xp, pred, target, self._c)
+            return value
+        self._c /= self.beta
+        value, self._kept = F.huber_loss(xp, pred, target, self.beta, self._c)
+        return value
+
+    def _backward(self) -> Array:
+        if self.beta == 0.0:
+            assert self._backend is not None
+            return F.l1_loss_gradient(self._backend.xp, self._kept, self._c)
+        return F.huber_loss_gradient(self._kept, self._c)
+
+    def __repr__(self) -> str:
+        return f"SmoothL1Loss(reduction={self.reduction!r}, beta={self.beta})"
+
+
+def _number(
+    value: Any, argname: str, *, positive: bool = False, at_most: float | None = None
+) -> float:
+    """``value`` as a float: a finite real number, >= 0 (> 0 with ``positive``) and at
+    most ``at_most``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{argname} must be a real number, got {value!r} of type {type(value).__name__}"
+        raise TypeError(msg)
+    low_ok = value > 0 if positive else value >= 0
+    if not (math.isfinite(value) and low_ok and (at_most is None or value <= at_most)):
+        bounds = "> 0" if positive else ">= 0"
+        bounds += "" if at_most is None else f" and <= {at_most}"
+        msg = f"{argname} must be a finite number {bounds}, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
