@@ -1,9 +1,17 @@
-"""The test matrix: one session per backend, plus lint, typecheck and docs.
+"""The test matrix: one session per backend, README.md's plain pytest run, the fuzz test,
+lint, type check and docs.
 
 ``nox`` runs every session this machine can run; the CuPy session skips itself where no
 CUDA device is present, and the fuzz session runs the checkpoint loader's fuzz test for
-a few minutes.  CI pins the CPU build of torch through ``.ci/constraints.txt``
-(``PIP_CONSTRAINT``); users installing portprop get whatever torch pip picks for them.
+a few minutes.
+
+torch is installed by one session only, ``tests-torch``: it runs the suite on torch,
+then the tests that compare portprop with torch (``torch.autograd``, ``torch.optim``,
+torch's schedulers and state dicts: every such test has ``torch`` in its name or in its
+file's) on NumPy and array-api-strict.  The other sessions have no torch, and those tests
+skip there with the reason.  On Linux pip picks torch's CUDA build; a CPU-only machine
+gets the CPU build by pointing pip at PyTorch's CPU index (``PIP_EXTRA_INDEX_URL``, see
+README.md), and CI pins it through ``.ci/constraints.txt`` (``PIP_CONSTRAINT``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import nox
+from packaging.requirements import Requirement
 
 nox.needs_version = ">=2024.10.9"
 nox.options.default_venv_backend = "venv"
@@ -30,6 +39,12 @@ BACKEND_SESSIONS = {
     "array_api_strict": ("strict", "array_api_strict"),
     "cupy": ("cupy", "cupy"),
 }
+# The backends on which tests-torch also runs the tests that compare with torch: those
+# every session installs (array-api-strict is in the test group).
+TORCH_REFERENCE_BACKENDS = ("numpy", "array_api_strict")
+# What README.md's command without nox installs, and nothing more:
+# pip install -e ".[strict]" pytest hypothesis
+README_INSTALL = ("-e", ".[strict]", "pytest", "hypothesis")
 
 
 def _has_cuda() -> bool:
@@ -42,51 +57,75 @@ def _run_tests(session: nox.Session, name: str) -> None:
         session.skip(
             "no CUDA device here (nvidia-smi not found): the cupy session needs an NVIDIA GPU"
         )
-    # torch is installed in every session: the agreement tests compare against torch.autograd.
-    extras = ",".join(e for e in (extra, "torch") if e)
-    session.install("-e", f".[{extras}]", *TEST_DEPS)
-    session.run(
-        "pytest",
-        f"--backend={selected}",
-        *session.posargs,
-        env={"PORTPROP_BACKEND": name, "JAX_ENABLE_X64": "1"},
-    )
+    session.install("-e", f".[{extra}]" if extra else ".", *TEST_DEPS)
+    env = {"PORTPROP_BACKEND": name, "JAX_ENABLE_X64": "1"}
+    session.run("pytest", f"--backend={selected}", *session.posargs, env=env)
+    if name == "torch":
+        # The comparisons with torch on the other backends (deselected above).  Exit
+        # status 5: posargs selected none of them.
+        session.run(
+            "pytest",
+            "-k",
+            "torch",
+            *(f"--backend={b}" for b in TORCH_REFERENCE_BACKENDS),
+            *session.posargs,
+            env=env,
+            success_codes=[0, 5],
+        )
 
 
-@nox.session(name="tests-numpy")
+@nox.session(name="tests-numpy", default=True)
 def tests_numpy(session: nox.Session) -> None:
     """The suite on NumPy."""
     _run_tests(session, "numpy")
 
 
-@nox.session(name="tests-torch")
+@nox.session(name="tests-torch", default=True)
 def tests_torch(session: nox.Session) -> None:
-    """The suite on torch (CPU, and CUDA where a GPU is present)."""
+    """The suite on torch, then every comparison with torch on NumPy and array-api-strict.
+
+    The one session that installs torch (CPU, and CUDA where a GPU is present).
+    """
     _run_tests(session, "torch")
 
 
-@nox.session(name="tests-jax")
+@nox.session(name="tests-jax", default=True)
 def tests_jax(session: nox.Session) -> None:
     """The suite on JAX (float64 enabled)."""
     _run_tests(session, "jax")
 
 
-@nox.session(name="tests-array_api_strict")
+@nox.session(name="tests-array_api_strict", default=True)
 def tests_array_api_strict(session: nox.Session) -> None:
     """The suite on array-api-strict: passing here means only the standard is used."""
     _run_tests(session, "array_api_strict")
 
 
-@nox.session(name="tests-cupy")
+@nox.session(name="tests-cupy", default=True)
 def tests_cupy(session: nox.Session) -> None:
     """The suite on CuPy (skipped without a CUDA device)."""
     _run_tests(session, "cupy")
+
+
+@nox.session(default=True)
+def readme(session: nox.Session) -> None:
+    """The suite on NumPy with only what README.md's command without nox installs.
+
+    Every test whose optional library (torch, scikit-learn, matplotlib, safetensors, ...)
+    is missing there must skip with its reason.
+    """
+    session.install(*README_INSTALL)
+    session.run("pytest", "--backend=numpy", *session.posargs, env={"PORTPROP_BACKEND": "numpy"})
 
 
 FUZZ_TEST = (
     "tests/test_reliability_checkpoints.py"
     "::test_fuzz_the_loader_loads_a_valid_model_or_raises_checkpoint_error"
 )
+
+
+# The fuzz test needs pytest and hypothesis, not the rest of the test group.
+FUZZ_DEPS = [dep for dep in TEST_DEPS if Requirement(dep).name in ("pytest", "hypothesis")]
 
 
 @nox.session(default=True)
@@ -96,7 +135,7 @@ def fuzz(session: nox.Session) -> None:
     ``nox -s fuzz -- --hypothesis-seed=N`` repeats a run; PORTPROP_FUZZ_EXAMPLES in the
     environment sets the number of examples.
     """
-    session.install("-e", ".", *TEST_DEPS)
+    session.install("-e", ".", *FUZZ_DEPS)
     examples = os.environ.get("PORTPROP_FUZZ_EXAMPLES", "12000")
     session.run(
         "pytest",
@@ -107,7 +146,7 @@ def fuzz(session: nox.Session) -> None:
     )
 
 
-@nox.session
+@nox.session(default=True)
 def lint(session: nox.Session) -> None:
     """ruff, with the broad rule set of pyproject.toml."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
@@ -115,14 +154,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(default=True)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
     session.run("mypy")
 
 
-@nox.session
+@nox.session(default=True)
 def docs(session: nox.Session) -> None:
     """Build the docs with warnings as errors."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))

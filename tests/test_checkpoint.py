@@ -174,23 +174,28 @@ def test_the_safetensors_package_reads_and_writes_the_format(tmp_path):
     _assert_same_params(tensors, arrays)
 
 
-def test_the_data_section_carries_its_sha256(tmp_path):
+def test_the_file_carries_the_sha256_of_its_header_and_data(tmp_path):
+    """The digest covers the canonical JSON of the header without it, then the data."""
     arrays = {"a": np.arange(6, dtype=np.float32), "b": np.array([True, False])}
     path = tmp_path / "t.safetensors"
-    ckpt.write_safetensors(path, arrays, {"k": "v"})
+    ckpt.write_safetensors(path, arrays, {"k": "v", "é": "ü"})
     raw = path.read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    recorded = json.loads(raw[8 : 8 + length])["__metadata__"]["portprop.data_sha256"]
-    assert recorded == hashlib.sha256(raw[8 + length :]).hexdigest()
+    header = json.loads(raw[8 : 8 + length])
+    recorded = header["__metadata__"].pop("portprop.sha256")
+    canonical = json.dumps(header, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    assert recorded == hashlib.sha256(canonical.encode("ascii") + raw[8 + length :]).hexdigest()
+    assert header["__metadata__"] == {"k": "v", "é": "ü"}  # no digest of the data alone
     assert raw[8 + length :] == arrays["a"].astype("<f4").tobytes() + b"\x01\x00"
     # read_safetensors checks the digest and keeps it out of the caller's metadata
-    assert ckpt.read_safetensors(path)[1] == {"k": "v"}
+    assert ckpt.read_safetensors(path)[1] == {"k": "v", "é": "ü"}
 
 
-def test_the_digest_key_is_reserved(tmp_path):
+@pytest.mark.parametrize("key", ["portprop.sha256", "portprop.data_sha256"])
+def test_the_digest_keys_are_reserved(tmp_path, key):
     path = tmp_path / "t.safetensors"
-    with pytest.raises(ValueError, match=re.escape("'portprop.data_sha256' is reserved")):
-        ckpt.write_safetensors(path, {"a": np.zeros(2)}, {"portprop.data_sha256": "0" * 64})
+    with pytest.raises(ValueError, match=re.escape(f"{key!r} is reserved")):
+        ckpt.write_safetensors(path, {"a": np.zeros(2)}, {key: "0" * 64})
     assert not path.exists()
 
 
@@ -580,10 +585,13 @@ def test_malformed_files_raise_checkpoint_error_naming_the_file(tmp_path, case):
     path = tmp_path / "crafted.safetensors"
     path.write_bytes(content)
     with pytest.raises(pp.CheckpointError) as info:
-        pp.load(path)
+        ckpt.read_safetensors(path)
     assert str(path) in str(info.value)
     assert problem in str(info.value)
     assert isinstance(info.value, ValueError)
+    # load refuses it too; a problem of the data only once the header is found valid
+    with pytest.raises(pp.CheckpointError, match=re.escape(str(path))):
+        pp.load(path)
 
 
 def _valid(tmp_path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

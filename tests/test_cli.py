@@ -299,6 +299,7 @@ def test_sgd_dropout_and_tanh(tmp_path):
 
 @pytest.mark.slow
 def test_default_digits_run_reaches_96_percent():
+    pytest.importorskip("sklearn", reason="no scikit-learn: --dataset digits reads its digits")
     status, out, err = run("train", "--dataset", "digits", "--quiet")
     assert status == 0, err
     assert table(out)["test"]["accuracy"] >= 0.96
@@ -389,6 +390,7 @@ def test_an_unavailable_backend_is_a_one_line_error():
 
 
 def test_bce_needs_two_classes():
+    pytest.importorskip("sklearn", reason="no scikit-learn: --dataset digits reads its digits")
     status, _, err = run("train", "--dataset", "digits", "--loss", "bce")
     assert status == 2
     assert "--loss bce needs exactly 2 classes, the labels hold 10" in err

@@ -12,8 +12,8 @@ temporary working directory:
 - a block that uses JAX where JAX is not installed (every nox session but
   ``tests-jax``) is skipped, and the page is then reported as skipped, with the lines
   and the reason, after its other blocks have run.  A page that uses torch is skipped
-  as a whole without torch (its later blocks reuse what the torch blocks built);
-  scikit-learn, matplotlib and torch are installed in every test session.
+  as a whole without torch (its later blocks reuse what the torch blocks built), and so
+  is a page that uses scikit-learn or matplotlib without them.
 
 The suite's ``filterwarnings = error`` applies, so an example that warns fails.
 ``PORTPROP_BACKEND`` is removed from the environment: the examples run on NumPy unless
@@ -43,6 +43,15 @@ _OPTIONAL = {
     "jax": re.compile(r"""\bimport jax\b|["']jax(?::[^"']*)?["']|--backend jax"""),
 }
 _USES_TORCH = re.compile(r"""\bimport torch\b|["']torch(?::[^"']*)?["']|--backend torch""")
+#: Optional libraries that a page's examples may need, whose results later blocks reuse:
+#: without the library the page is skipped as a whole, with the reason.
+_PAGE_NEEDS = {
+    "torch": _USES_TORCH,
+    "sklearn": re.compile(
+        r"--dataset digits\b|\bload_digits\b|\bsklearn\b|\bMLP(Classifier|Regressor)\b"
+    ),
+    "matplotlib": re.compile(r"--plot\b|\bmatplotlib\b|\bplot_(history|decision_boundary)\b"),
+}
 
 
 @dataclass
@@ -199,9 +208,11 @@ def test_tutorial_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("PORTPROP_BACKEND", raising=False)
     monkeypatch.chdir(tmp_path)
     text = page.read_text(encoding="utf-8")
-    if _USES_TORCH.search(text):
-        pytest.importorskip("torch", reason=f"{page.name} uses torch")
     blocks = fenced_blocks(text)
+    code = "".join(b.text for b in blocks if not b.skipped and b.language in ("python", "console"))
+    for library, uses in _PAGE_NEEDS.items():
+        if uses.search(code):
+            pytest.importorskip(library, reason=f"{page.name} uses {library}, not installed here")
     namespace: dict[str, object] = {"__name__": f"docs.{page.stem}"}
     ran = 0
     left_out = []

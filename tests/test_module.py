@@ -90,13 +90,15 @@ def test_bad_dtype_is_rejected():
 def test_sequential_rejects_mixed_layers():
     with pytest.raises(TypeError, match="share one backend and dtype") as info:
         pp.Sequential(pp.Linear(2, 3), pp.Linear(3, 1, dtype="float64"))
-    assert "layer 0 is numpy/float32, layer 1 is numpy/float64" in str(info.value)
+    assert "layer 0 (Linear) is float32, layer 1 (Linear) is float64" in str(info.value)
     assert not isinstance(info.value, pp.MixedBackendError | pp.MixedDeviceError)
     pytest.importorskip("array_api_strict")
-    with pytest.raises(pp.MixedBackendError, match="layer 1 is array_api_strict/float32"):
+    with pytest.raises(pp.MixedBackendError, match=r"layer 1 \(Linear\) is array_api_strict\."):
         pp.Sequential(pp.Linear(2, 3), pp.Linear(3, 1, backend="array_api_strict"))
     other_device = pp.Linear(3, 1, backend="array_api_strict:device1")
-    with pytest.raises(pp.MixedDeviceError, match="layer 1 is array_api_strict:device1"):
+    with pytest.raises(
+        pp.MixedDeviceError, match=r"layer 1 \(Linear\) is array_api_strict:device1"
+    ):
         pp.Sequential(pp.Linear(2, 3, backend="array_api_strict"), other_device)
     with pytest.raises(TypeError, match="layer 1 must be a portprop Module"):
         pp.Sequential(pp.Linear(2, 3), "relu")  # type: ignore[arg-type]

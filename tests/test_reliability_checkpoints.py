@@ -199,7 +199,7 @@ def _craft(case: str, raw: bytes) -> tuple[bytes, list[str]]:
         return _join(raw[8 : 8 + length], data, length=10 * 10**9), [
             (
                 "its header length is 10000000000 bytes (9.3 GiB), over the limit of "
-                "104857600 bytes (100 MiB)"
+                "16777216 bytes (16 MiB)"
             )
         ]
     if case == "offsets-out-of-range":
@@ -265,19 +265,19 @@ def _craft(case: str, raw: bytes) -> tuple[bytes, list[str]]:
         patched = bytearray(data)
         patched[begin] ^= 0x01
         return _join(header, bytes(patched)), [
-            "the data section's SHA-256 is ",
-            "but the metadata records ",
-            "tensor bytes changed after the file was written (the file is corrupt)",
+            "the SHA-256 of its header and data is ",
+            "but its metadata records ",
+            "the file changed after it was written (the file is corrupt, or was edited)",
         ]
     if case == "digest-malformed":
-        header["__metadata__"]["portprop.data_sha256"] = "abc"
+        header["__metadata__"]["portprop.sha256"] = "abc"
         return _join(header, data), [
-            "metadata 'portprop.data_sha256' must be 64 lowercase hex digits, got 'abc'"
+            "metadata 'portprop.sha256' must be 64 lowercase hex digits, got 'abc'"
         ]
     if case == "nan-in-the-data":
         # as another safetensors writer would leave it: no digest, so the values are
         # what catches it
-        del header["__metadata__"]["portprop.data_sha256"]
+        del header["__metadata__"]["portprop.sha256"]
         patched = bytearray(data)
         patched[begin : begin + 4] = np.array([np.nan], dtype="<f4").tobytes()
         patched[begin + 4 : begin + 8] = np.array([-np.inf], dtype="<f4").tobytes()

@@ -42,8 +42,31 @@ from portprop.errors import (
 )
 from portprop.gradcheck import GradcheckResult, GradcheckRow, gradcheck
 from portprop.io import Checkpoint, load, load_into, restore_rng, save
-from portprop.layers import Dropout, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
-from portprop.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
+from portprop.layers import (
+    ELU,
+    GELU,
+    Dropout,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
+from portprop.losses import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from portprop.module import Module, Parameter, Sequential
 from portprop.optim import SGD, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm_
 from portprop.schedules import (
@@ -58,7 +81,9 @@ from portprop.training import Callback, EarlyStopping, History, evaluate, fit, p
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ELU",
     "ENV_VAR",
+    "GELU",
     "SGD",
     "Adam",
     "AdamW",
@@ -79,14 +104,19 @@ __all__ = [
     "GradcheckResult",
     "GradcheckRow",
     "History",
+    "HuberLoss",
     "Identity",
+    "L1Loss",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "Loss",
     "MSELoss",
     "MixedBackendError",
     "MixedDeviceError",
     "Module",
+    "NLLLoss",
     "Optimizer",
     "Parameter",
     "PortpropError",
@@ -95,7 +125,10 @@ __all__ = [
     "ReduceLROnPlateau",
     "Schedule",
     "Sequential",
+    "SiLU",
     "Sigmoid",
+    "SmoothL1Loss",
+    "Softplus",
     "StateDictError",
     "StepLR",
     "Tanh",

@@ -8,22 +8,28 @@ a backend with :func:`portprop.asarray`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import importlib
+import io
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, overload
 
 import numpy as np
 
-from portprop.backend import Backend, backend_of, host_generator, is_array, resolve
+from portprop.backend import Backend, backend_of, host_generator, resolve
 from portprop.module import rank_hint
+from portprop.training.validation import as_array
 
 __all__ = [
     "DISK_RADIUS",
     "Standardizer",
+    "csv_columns",
     "load_csv",
     "load_digits",
     "load_npz",
@@ -118,50 +124,91 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def load_csv(
-    path: str | os.PathLike[str],
-    *,
-    label_column: int | str = -1,
-    delimiter: str = ",",
-    header: bool | str = "infer",
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Features and labels from a CSV file.
+def _shown(text: str, limit: int = 40) -> str:
+    """``repr(text)``, cut after ``limit`` characters: a message stays short."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
-    Parameters
-    ----------
-    path : str or path-like
-        A UTF-8 text file (a byte-order mark is skipped); blank lines are skipped.
-    label_column : int or str, default -1
-        The column of the labels, by position (negative counts from the end) or by
-        name (which needs a header).  Every other column is a feature.
-    delimiter : str, default ","
-    header : bool or "infer", default "infer"
-        Whether the first row holds column names.  ``"infer"`` takes it for a header
-        when one of its cells is neither empty nor a number where the next row's is a
-        number.
 
-    Returns
-    -------
-    X : numpy.ndarray, shape (n_samples, n_features), float64
-    y : numpy.ndarray, shape (n_samples,)
-        int64 if every label is an integer, else float64 if every label is a number,
-        else strings.
+def _few(items: list[str], limit: int = 10) -> str:
+    """The first ``limit`` of ``items`` as a list, and how many there are in all."""
+    shown = ", ".join(_shown(item) for item in items[:limit])
+    return f"[{shown}, ... ({len(items)} in all)]" if len(items) > limit else f"[{shown}]"
 
-    Raises
-    ------
-    ValueError
-        On a non-numeric feature, a row with the wrong number of fields or a file
-        without data; the message names the file, line and column.
-    KeyError
-        If ``label_column`` names no column.
-    """
-    where = os.fspath(path)
+
+#: The byte-order marks of the encodings a CSV file is refused in (longest first: the
+#: mark of UTF-32-LE begins with that of UTF-16-LE).
+_FOREIGN_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+#: How many bytes at the start of a CSV file are looked at for NUL bytes and marks.
+_SNIFF = 8192
+
+
+def _check_text(head: bytes, where: str) -> None:
+    """Refuse a file whose first bytes show it is not UTF-8 text."""
+    for bom, encoding in _FOREIGN_BOMS:
+        if head.startswith(bom):
+            msg = (
+                f"{where}: expected UTF-8 text, but the file starts with the byte-order mark "
+                f"of {encoding} ({bom.hex(' ')}): save it as UTF-8"
+            )
+            raise ValueError(msg)
+    if b"\0" in head:
+        msg = (
+            f"{where}: expected UTF-8 text, but the file holds NUL bytes (the first at byte "
+            f"{head.index(0)}): it is binary (or UTF-16 without a byte-order mark), not CSV"
+        )
+        raise ValueError(msg)
+
+
+def _csv_rows(where: str, delimiter: str, limit: int | None) -> list[tuple[int, list[str]]]:
+    """The rows of a UTF-8 CSV file that are not blank, with their line numbers (the
+    first ``limit`` of them, where given)."""
+    rows: list[tuple[int, list[str]]] = []
+    with Path(where).open("rb") as raw:
+        _check_text(raw.peek(_SNIFF)[:_SNIFF], where)
+        with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            reader = csv.reader(text, delimiter=delimiter)
+            try:
+                for row in reader:
+                    if any(cell.strip() for cell in row):
+                        rows.append((reader.line_num, row))
+                        if limit is not None and len(rows) == limit:
+                            break
+            except UnicodeDecodeError as exc:
+                offset = raw.tell() - len(exc.object) + exc.start
+                msg = (
+                    f"{where}: expected UTF-8 text, but byte {offset} (0x"
+                    f"{exc.object[exc.start]:02x}) is not UTF-8 (Latin-1 or Windows-1252 "
+                    "text?): save the file as UTF-8"
+                )
+                raise ValueError(msg) from None
+            except csv.Error as exc:
+                if "field limit" in str(exc):
+                    msg = (
+                        f"{where}: line {reader.line_num}: a field is longer than "
+                        f"{csv.field_size_limit()} characters, the CSV reader's limit: this "
+                        "is not a table of numbers"
+                    )
+                else:
+                    msg = f"{where}: line {reader.line_num}: not valid CSV ({exc})"
+                raise ValueError(msg) from None
+    return rows
+
+
+def _csv_table(
+    where: str, delimiter: str, header: bool | str, limit: int | None = None
+) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """The column names (``None`` without a header) and the data rows of a CSV file."""
     if header not in (True, False, "infer"):
         msg = f"header must be True, False or 'infer', got {header!r}"
         raise ValueError(msg)
-    with Path(where).open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    rows = _csv_rows(where, delimiter, limit)
     if not rows:
         msg = f"{where}: the file holds no rows"
         raise ValueError(msg)
@@ -179,6 +226,92 @@ def load_csv(
     if not data:
         msg = f"{where}: the file has a header but no data rows"
         raise ValueError(msg)
+    return names, data
+
+
+def csv_columns(
+    path: str | os.PathLike[str], *, delimiter: str = ",", header: bool | str = "infer"
+) -> tuple[int, list[str] | None]:
+    """The number of columns of a CSV file and their names, read from its first rows as
+    :func:`load_csv` reads them.
+
+    Returns
+    -------
+    n_columns : int
+    names : list of str, or None
+        The header's names, or ``None`` when the file has no header.
+
+    Raises
+    ------
+    ValueError
+        As :func:`load_csv`, for a file that is not UTF-8 CSV text or holds no rows.
+    """
+    names, data = _csv_table(os.fspath(path), delimiter, header, limit=2)
+    return (len(names) if names is not None else len(data[0][1])), names
+
+
+@overload
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    label_column: int | str = ...,
+    delimiter: str = ...,
+    header: bool | str = ...,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]: ...
+
+
+@overload
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    label_column: None,
+    delimiter: str = ...,
+    header: bool | str = ...,
+) -> tuple[np.ndarray[Any, Any], None]: ...
+
+
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    label_column: int | str | None = -1,
+    delimiter: str = ",",
+    header: bool | str = "infer",
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+    """Features and labels from a CSV file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A UTF-8 text file (a byte-order mark is skipped); blank lines are skipped.
+    label_column : int, str or None, default -1
+        The column of the labels, by position (negative counts from the end) or by
+        name (which needs a header).  Every other column is a feature.  ``None``: the
+        file has no label column, every column is a feature, and ``y`` is ``None``.
+    delimiter : str, default ","
+    header : bool or "infer", default "infer"
+        Whether the first row holds column names.  ``"infer"`` takes it for a header
+        when one of its cells is neither empty nor a number where the next row's is a
+        number.
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n_samples, n_features), float64
+    y : numpy.ndarray, shape (n_samples,), or None
+        int64 if every label is an integer, else float64 if every label is a number,
+        else strings; ``None`` for ``label_column=None``.
+
+    Raises
+    ------
+    ValueError
+        On a file that is not UTF-8 text (another encoding, a binary file), is not
+        valid CSV (a field over the reader's limit of 131072 characters), a
+        non-numeric feature, a row with the wrong number of fields or a file without
+        data; the message names the file, and the line and column where there is one.
+    KeyError
+        If ``label_column`` names no column.
+    """
+    where = os.fspath(path)
+    names, data = _csv_table(where, delimiter, header)
     n_columns = len(names) if names is not None else len(data[0][1])
     for line, row in data:
         if len(row) != n_columns:
@@ -187,10 +320,14 @@ def load_csv(
                 f"{'header' if names is not None else 'first row'} has {n_columns}"
             )
             raise ValueError(msg)
-    if n_columns < 2:
-        msg = f"{where}: needs at least one feature column and a label column, found {n_columns}"
-        raise ValueError(msg)
-    label = _column_index(label_column, names, n_columns, where)
+    label = None
+    if label_column is not None:
+        if n_columns < 2:
+            msg = (
+                f"{where}: needs at least one feature column and a label column, found {n_columns}"
+            )
+            raise ValueError(msg)
+        label = _column_index(label_column, names, n_columns, where)
     features = [j for j in range(n_columns) if j != label]
     try:
         X = np.array([[float(row[j]) for j in features] for _, row in data], dtype=np.float64)
@@ -198,13 +335,14 @@ def load_csv(
         line, row, j = next(
             (line, row, j) for line, row in data for j in features if not _is_number(row[j])
         )
-        column = f"column {j}" + (f" ({names[j]!r})" if names is not None else "")
-        found = repr(row[j]) if row[j].strip() else "an empty field (a missing value)"
+        column = f"column {j}" + (f" ({_shown(names[j])})" if names is not None else "")
+        found = _shown(row[j]) if row[j].strip() else "an empty field (a missing value)"
         msg = f"{where}: line {line}, {column}: expected a number, found {found}"
         raise ValueError(msg) from None
     X = X.reshape(len(data), len(features))
-    y = _labels([row[label].strip() for _, row in data])
-    return X, y
+    if label is None:
+        return X, None
+    return X, _labels([row[label].strip() for _, row in data])
 
 
 def _column_index(
@@ -213,16 +351,16 @@ def _column_index(
     if isinstance(label_column, str):
         if names is None:
             msg = (
-                f"{where}: label_column={label_column!r} names a column, but the file has no "
-                "header; pass the column's position instead"
+                f"{where}: label_column={_shown(label_column)} names a column, but the file "
+                "has no header; pass the column's position instead"
             )
             raise KeyError(msg)
         if label_column not in names:
-            msg = f"{where}: no column named {label_column!r}; the columns are {names}"
+            msg = f"{where}: no column named {_shown(label_column)}; the columns are {_few(names)}"
             raise KeyError(msg)
         return names.index(label_column)
     if isinstance(label_column, bool) or not isinstance(label_column, int):
-        msg = f"label_column must be an int or a column name, got {label_column!r}"
+        msg = f"label_column must be an int, a column name or None, got {label_column!r:.100}"
         raise TypeError(msg)
     if not -n_columns <= label_column < n_columns:
         msg = f"{where}: label_column={label_column} is out of range for {n_columns} columns"
@@ -241,63 +379,185 @@ def _labels(cells: list[str]) -> np.ndarray[Any, Any]:
         return np.array(cells, dtype=str)
 
 
+#: The first bytes of a ZIP archive: a member's header, or the end record of an empty one.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+#: Deflate expands data at most 1032-fold: a member that claims more is corrupt.
+_DEFLATE_RATIO = 1032
+#: How zipfile, zlib and NumPy's .npy reader refuse a damaged archive or member.
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    RuntimeError,  # an encrypted member
+    NotImplementedError,  # a compression method zipfile lacks
+)
+_CHUNK = 1 << 20
+
+
+class _Unreadable(Exception):  # noqa: N818 - private: turned into a ValueError below
+    """Why a member of an archive cannot be read, said of the array ("is truncated: ...")."""
+
+
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """The shape, Fortran order and dtype of the ``.npy`` data that ``f`` starts with."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        msg = f"has .npy format version {version[0]}.{version[1]}; versions 1.0 and 2.0 are read"
+        raise _Unreadable(msg)
+    return tuple(shape), bool(fortran), dtype
+
+
+def _read_npy(f: IO[bytes], info: zipfile.ZipInfo) -> np.ndarray[Any, Any]:
+    """The array of the archive's member ``info``, open as ``f``: its sizes are checked
+    against the archive's before anything is allocated, and nothing is unpickled."""
+    shape, fortran, dtype = _npy_header(f)
+    if dtype.hasobject:
+        msg = (
+            f"cannot be read without unpickling: it holds Python objects (dtype {dtype}), and "
+            "portprop reads archives as numpy.load(..., allow_pickle=False) does"
+        )
+        raise _Unreadable(msg)
+    if any(n < 0 for n in shape):
+        msg = f"is damaged: its header declares the shape {shape}"
+        raise _Unreadable(msg)
+    nbytes = math.prod(shape) * dtype.itemsize
+    stored = info.file_size - f.tell()
+    if nbytes != stored:
+        msg = (
+            f"is damaged or truncated: its header declares shape {shape} of {dtype}, "
+            f"{nbytes:,} bytes, but the archive holds {stored:,} bytes of data for it"
+        )
+        raise _Unreadable(msg)
+    stored_raw = info.compress_type == zipfile.ZIP_STORED
+    if (stored_raw and info.file_size != info.compress_size) or (
+        info.compress_type == zipfile.ZIP_DEFLATED
+        and info.file_size > _DEFLATE_RATIO * info.compress_size + _CHUNK
+    ):
+        msg = (
+            f"is damaged: the archive declares {info.file_size:,} bytes for it, from "
+            f"{info.compress_size:,} bytes compressed, more than its compression can give"
+        )
+        raise _Unreadable(msg)
+    data = bytearray(nbytes)
+    view, done = memoryview(data), 0
+    while done < nbytes:
+        got = f.readinto(view[done : done + _CHUNK])  # type: ignore[attr-defined]
+        if not got:
+            msg = f"is truncated: {done:,} of its {nbytes:,} bytes are in the archive"
+            raise _Unreadable(msg)
+        done += got
+    f.read()  # the end of the member, where zipfile checks its CRC-32
+    if dtype.itemsize == 0:
+        return np.zeros(shape, dtype=dtype)
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _npz_member(archive: zipfile.ZipFile, name: str, key: str, where: str) -> np.ndarray[Any, Any]:
+    try:
+        with archive.open(name) as f:
+            return _read_npy(f, archive.getinfo(name))
+    except _Unreadable as exc:
+        msg = f"{where}: array {_shown(key)} {exc}"
+    except _DAMAGED as exc:
+        msg = f"{where}: array {_shown(key)} is damaged or truncated ({type(exc).__name__}: {exc})"
+    raise ValueError(msg)
+
+
+def _not_zip(head: bytes) -> str:
+    """What a file that is not a ZIP archive looks like, from its first bytes."""
+    if head.startswith(_NPY_MAGIC):
+        return "holds a single array (an .npy file), not an .npz archive; save X and y with numpy.savez"
+    if head.startswith(b"\x80"):
+        return "is a Python pickle, not an .npz archive: it cannot be read without unpickling"
+    return f"is not an .npz archive (a ZIP file of .npy arrays): it starts with {head!r}"
+
+
+@overload
 def load_npz(
-    path: str | os.PathLike[str], *, features: str = "X", labels: str = "y"
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    path: str | os.PathLike[str], *, features: str = ..., labels: str = ...
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]: ...
+
+
+@overload
+def load_npz(
+    path: str | os.PathLike[str], *, features: str = ..., labels: None
+) -> tuple[np.ndarray[Any, Any], None]: ...
+
+
+def load_npz(
+    path: str | os.PathLike[str], *, features: str = "X", labels: str | None = "y"
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
     """Features and labels from a NumPy ``.npz`` archive (never unpickled).
 
     Parameters
     ----------
     path : str or path-like
-    features, labels : str
-        The names of the two arrays in the archive.
+    features : str, default "X"
+    labels : str or None, default "y"
+        The names of the two arrays in the archive; ``labels=None`` reads the features
+        alone, and ``y`` is ``None``.
 
     Returns
     -------
     X : numpy.ndarray, shape (n_samples, n_features), float64
-    y : numpy.ndarray, shape (n_samples,), its dtype as stored
+    y : numpy.ndarray, shape (n_samples,), its dtype as stored; or None
 
     Raises
     ------
     KeyError
         If the archive has no array of that name (the message lists its arrays).
     ValueError
-        If the file is not an ``.npz`` archive, holds object arrays, or the arrays
-        have the wrong shapes or dtypes.
+        If the file is not an ``.npz`` archive (an ``.npy`` file, a pickle), is
+        damaged or truncated (each array's size, from its ``.npy`` header, is checked
+        against the archive before anything is allocated), holds object arrays, or
+        the arrays have the wrong shapes or dtypes.  The message names the file.
     """
     where = os.fspath(path)
-    try:
-        archive = np.load(where, allow_pickle=False)
-    except ValueError as exc:
-        msg = f"{where}: not an .npz archive that can be read without unpickling ({exc})"
-        raise ValueError(msg) from None
-    if not hasattr(archive, "files"):
-        msg = f"{where}: holds a single array (an .npy file), not an .npz archive"
-        raise ValueError(msg)
-    with archive:
-        arrays = {}
-        for role, key in (("features", features), ("labels", labels)):
-            if key not in archive.files:
-                msg = (
-                    f"{where}: no array named {key!r} for the {role}; the archive holds "
-                    f"{archive.files}"
-                )
-                raise KeyError(msg)
-            try:
-                arrays[role] = archive[key]
-            except ValueError as exc:
-                msg = f"{where}: array {key!r} cannot be read without unpickling ({exc})"
-                raise ValueError(msg) from None
-    X, y = arrays["features"], arrays["labels"]
+    with Path(where).open("rb") as f:
+        head = f.read(8)
+        if not head.startswith(_ZIP_MAGIC):
+            msg = f"{where}: {_not_zip(head)}"
+            raise ValueError(msg)
+        f.seek(0)
+        try:
+            archive = zipfile.ZipFile(f)
+        except _DAMAGED as exc:
+            msg = f"{where}: a damaged or truncated .npz archive ({type(exc).__name__}: {exc})"
+            raise ValueError(msg) from None
+        with archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            arrays = {}
+            for role, key in (("features", features), ("labels", labels)):
+                if key is None:
+                    continue
+                if key not in members:
+                    msg = (
+                        f"{where}: no array named {_shown(key)} for the {role}; the archive "
+                        f"holds {_few(list(members))}"
+                    )
+                    raise KeyError(msg)
+                arrays[role] = _npz_member(archive, members[key], key, where)
+    X = arrays["features"]
     if X.dtype.kind not in "biuf" or X.ndim != 2:
         msg = (
-            f"{where}: array {features!r} must be a 2-D numeric array (samples, features), "
-            f"got shape {X.shape} and dtype {X.dtype}"
+            f"{where}: array {_shown(features)} must be a 2-D numeric array (samples, "
+            f"features), got shape {X.shape} and dtype {X.dtype}"
         )
         raise ValueError(msg)
+    if labels is None:
+        return X.astype(np.float64), None
+    y = arrays["labels"]
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         msg = (
-            f"{where}: array {labels!r} must be 1-D with one label per sample "
+            f"{where}: array {_shown(labels)} must be 1-D with one label per sample "
             f"({X.shape[0]}), got shape {y.shape}"
         )
         raise ValueError(msg)
@@ -326,7 +586,7 @@ def train_test_split(
     seed : int, default 0
         Seed of the shuffle; the same seed gives the same split.
     """
-    X, y = np.asarray(X), np.asarray(y)
+    X, y = np.asarray(as_array(X, "X")), np.asarray(as_array(y, "y"))
     n = X.shape[0] if X.ndim else 0
     if y.ndim != 1 or y.shape[0] != n:
         msg = f"y must be 1-D with one label per sample of X ({n}), got shape {y.shape}"
@@ -400,7 +660,8 @@ class Standardizer:
 
     def fit(self, X: Any) -> Standardizer:
         """Compute the mean and scale of each column of ``X``, shape (n_samples, n_features)."""
-        host = backend_of(X).to_host(X) if is_array(X) else np.asarray(X)
+        X = as_array(X, "X")
+        host = backend_of(X).to_host(X)
         if host.ndim != 2 or host.shape[0] < 1 or host.dtype.kind not in "biuf":
             msg = (
                 "X must be a non-empty 2-D numeric array (samples, features), got shape "
@@ -443,8 +704,7 @@ class Standardizer:
         if self.mean_ is None or self.scale_ is None:
             msg = "this Standardizer is not fitted yet: call fit(X) first"
             raise RuntimeError(msg)
-        if not is_array(X):
-            X = np.asarray(X)
+        X = as_array(X, "X")
         backend = backend_of(X, names=("X",))
         xp = backend.xp
         if X.ndim != 2 or X.shape[1] != self.mean_.shape[0]:

@@ -6,6 +6,7 @@ formulas of :mod:`portprop.functional`.  Shapes: ``(batch, features)``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from portprop import functional as F
@@ -13,7 +14,21 @@ from portprop.backend import Backend, BackendGenerator
 from portprop.init import draw_linear
 from portprop.module import Module, Parameter, rank_hint
 
-__all__ = ["Dropout", "Identity", "LeakyReLU", "Linear", "ReLU", "Sigmoid", "Tanh"]
+__all__ = [
+    "ELU",
+    "GELU",
+    "Dropout",
+    "Identity",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "ReLU",
+    "SiLU",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+]
 
 Array = Any
 
@@ -23,6 +38,35 @@ def _check_size(value: Any, argname: str) -> int:
         msg = f"{argname} must be a positive int, got {value!r}"
         raise ValueError(msg)
     return int(value)
+
+
+def _check_real(value: Any, argname: str, *, positive: bool = False) -> float:
+    """``value`` as a float: a finite real number (and > 0 with ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{argname} must be a real number, got {value!r} of type {type(value).__name__}"
+        raise TypeError(msg)
+    number = float(value)
+    if not math.isfinite(number) or (positive and number <= 0.0):
+        expected = "a finite number > 0" if positive else "a finite number"
+        msg = f"{argname} must be {expected}, got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def _check_width(X: Array, argname: str, expected: int, *, grad: bool) -> None:
+    """Raise unless ``X`` is 2-D with ``expected`` columns (features, or with ``grad`` the
+    columns of an output gradient)."""
+    if X.ndim != 2:
+        hint = rank_hint(argname, X.ndim)
+        msg = f"{argname} must be 2-D (batch, {expected}) but has shape {tuple(X.shape)}.{hint}"
+        raise ValueError(msg)
+    if X.shape[1] != expected:
+        what = "columns" if grad else "features"
+        msg = (
+            f"{argname} has {X.shape[1]} {what}, but the model expects {expected} "
+            f"(shape {tuple(X.shape)})"
+        )
+        raise ValueError(msg)
 
 
 class Linear(Module):
@@ -74,18 +118,7 @@ class Linear(Module):
 
     def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
         super()._check_input(X, argname, grad=grad)
-        expected = self.out_features if grad else self.in_features
-        if X.ndim != 2:
-            hint = rank_hint(argname, X.ndim)
-            msg = f"{argname} must be 2-D (batch, {expected}) but has shape {tuple(X.shape)}.{hint}"
-            raise ValueError(msg)
-        if X.shape[1] != expected:
-            what = "columns" if grad else "features"
-            msg = (
-                f"{argname} has {X.shape[1]} {what}, but the model expects {expected} "
-                f"(shape {tuple(X.shape)})"
-            )
-            raise ValueError(msg)
+        _check_width(X, argname, self.out_features if grad else self.in_features, grad=grad)
 
     def _n_in(self) -> int:
         return self.in_features
@@ -110,6 +143,7 @@ class Linear(Module):
         return F.input_gradient(dl_ds, weight.data) if input_grad else None
 
     def _clear_cache(self) -> None:
+        super()._clear_cache()
         self._X = None
 
     def extra_repr(self) -> str:
@@ -120,7 +154,12 @@ class Linear(Module):
 
 
 class _Activation(Module):
-    """An elementwise :math:`\\sigma`: no parameters, any number of columns."""
+    """An elementwise :math:`\\sigma`: no parameters, any number of columns.
+
+    It computes where its input lives (inside a :class:`~portprop.Sequential`, where the
+    model's parameters live): ``backend=``, ``device=`` and ``dtype=`` are not needed,
+    and given, they fix the backend or dtype, so that inputs of another are refused.
+    """
 
     _elementwise = True
 
@@ -128,9 +167,11 @@ class _Activation(Module):
         self, *, backend: Backend | str | None = None, device: Any = None, dtype: Any = None
     ) -> None:
         super().__init__(backend=backend, device=device, dtype=dtype)
+        self._pins = (backend is not None or device is not None, dtype is not None)
         self._kept: Array | None = None
 
     def _clear_cache(self) -> None:
+        super()._clear_cache()
         self._kept = None
 
     def _kept_for_backward(self) -> Array:
@@ -226,6 +267,11 @@ class Dropout(_Activation):
     applies the same mask.  In evaluation mode, or with ``p = 0``, it keeps nothing.
     Shapes: ``(batch, features) -> (batch, features)``.
 
+    Like the activations, it computes where its input (or its model) lives.  Its seed
+    is fixed at construction; the generator draws on the layer's backend, and a layer
+    that moves to another backend (its first input there, or ``to(...)``) starts a new
+    generator there from the same seed.
+
     Parameters
     ----------
     p : float, default 0.5
@@ -234,13 +280,14 @@ class Dropout(_Activation):
         Seed of this layer's generator; by default one is drawn from the global host
         generator, so that :func:`portprop.manual_seed` makes the masks reproducible.
     backend, device, dtype
-        Where the layer computes.
+        Where the layer computes, if it must not follow its input.
 
     Attributes
     ----------
     generator : BackendGenerator
-        The layer's generator; checkpoints save ``generator.get_state()`` and restore
-        it with ``generator.set_state(...)``, which reproduces the following masks.
+        The layer's generator, on its current backend; checkpoints save
+        ``generator.get_state()`` and restore it with ``generator.set_state(...)``,
+        which reproduces the following masks.
     """
 
     def __init__(
@@ -260,7 +307,18 @@ class Dropout(_Activation):
             msg = f"p must be in [0, 1) (the probability of zeroing an element), got p={p!r}"
             raise ValueError(msg)
         self.p = float(p)
-        self.generator: BackendGenerator = self.backend.generator(seed)
+        # Drawn now (the seed from the global host generator when seed is None), on the
+        # backend known now; the generator property moves it along with the layer.
+        self._generator: BackendGenerator = self.backend.generator(seed)
+
+    @property
+    def generator(self) -> BackendGenerator:
+        generator = self._generator
+        if generator.backend is not self.backend and generator.backend != self.backend:
+            # A generator draws on one backend: a layer that moved (with its input, into
+            # a model, or by to()) starts a new one there from the same seed.
+            generator = self._generator = self.backend.generator(generator.seed)
+        return generator
 
     def _is_identity(self) -> bool:
         return not self.training or self.p == 0.0
@@ -278,12 +336,224 @@ class Dropout(_Activation):
             return F.identity_backward(dl_dy)
         return F.dropout_backward(dl_dy, self._kept_for_backward())
 
-    def _clear_cache(self) -> None:
-        super()._clear_cache()
-        # Module.to() calls this once the layer has moved.  A generator draws on one
-        # backend, so a layer on a new backend starts a new generator from the same seed.
-        if self.generator.backend != self.backend:
-            self.generator = self.backend.generator(self.generator.seed)
-
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class GELU(_Activation):
+    r""":math:`s\,\Phi(s)`, with :math:`\Phi` the normal distribution function, exact
+    (``approximate="none"``, through :func:`portprop.functional.erf_and_erfc`) or with
+    torch's tanh approximation (``approximate="tanh"``); keeps :math:`s` and
+    :math:`\Phi(s)` (or :math:`\tanh u`)."""
+
+    def __init__(
+        self,
+        approximate: str = "none",
+        *,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, device=device, dtype=dtype)
+        if approximate not in ("none", "tanh"):
+            msg = f"approximate must be 'none' or 'tanh', got {approximate!r}"
+            raise ValueError(msg)
+        self.approximate = approximate
+
+    def _forward(self, X: Array) -> Array:
+        xp = self.backend.xp
+        Y, kept = F.gelu_tanh(xp, X) if self.approximate == "tanh" else F.gelu(xp, X)
+        self._kept = (X, kept)
+        return Y
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
+        S, kept = self._kept_for_backward()
+        if self.approximate == "tanh":
+            return F.gelu_tanh_backward(self.backend.xp, dl_dy, S, kept)
+        return F.gelu_backward(self.backend.xp, dl_dy, S, kept)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Activation):
+    r""":math:`s\,\mathrm{sigmoid}(s)` (the swish), computed without overflow; keeps
+    :math:`s` and :math:`\mathrm{sigmoid}(s)`."""
+
+    def _forward(self, X: Array) -> Array:
+        Y, sig = F.silu(self.backend.xp, X)
+        self._kept = (X, sig)
+        return Y
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
+        S, sig = self._kept_for_backward()
+        return F.silu_backward(dl_dy, S, sig)
+
+
+class ELU(_Activation):
+    r""":math:`s` for :math:`s > 0`, :math:`\alpha(e^s - 1)` otherwise; keeps
+    :math:`\sigma'(s)`, which is 1 or :math:`\alpha e^s`."""
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        *,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, device=device, dtype=dtype)
+        self.alpha = _check_real(alpha, "alpha")
+
+    def _forward(self, X: Array) -> Array:
+        Y, self._kept = F.elu(self.backend.xp, X, self.alpha)
+        return Y
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
+        return F.elu_backward(dl_dy, self._kept_for_backward())
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Softplus(_Activation):
+    r""":math:`\frac1\beta\log(1 + e^{\beta s})`, and :math:`s` where :math:`\beta s >`
+    ``threshold`` (as torch's); computed without overflow; keeps :math:`\sigma'(s)`."""
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        threshold: float = 20.0,
+        *,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, device=device, dtype=dtype)
+        self.beta = _check_real(beta, "beta", positive=True)
+        self.threshold = _check_real(threshold, "threshold")
+
+    def _forward(self, X: Array) -> Array:
+        Y, self._kept = F.softplus(self.backend.xp, X, self.beta, self.threshold)
+        return Y
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
+        return F.softplus_backward(dl_dy, self._kept_for_backward())
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class LogSoftmax(_Activation):
+    r"""The log-probabilities :math:`z - \operatorname{lse}(z)` of each row (torch's
+    ``LogSoftmax(dim=1)``), the input of :class:`~portprop.NLLLoss`; keeps its output.
+    ``(batch, classes) -> (batch, classes)``."""
+
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
+        super()._check_input(X, argname, grad=grad)
+        if X.ndim != 2:
+            hint = rank_hint(argname, X.ndim)
+            msg = f"{argname} must be 2-D (batch, classes) but has shape {tuple(X.shape)}.{hint}"
+            raise ValueError(msg)
+
+    def _forward(self, X: Array) -> Array:
+        self._kept = F.log_softmax(self.backend.xp, X)
+        return self._kept
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
+        return F.log_softmax_backward(self.backend.xp, dl_dy, self._kept_for_backward())
+
+
+class LayerNorm(Module):
+    r"""Normalizes each sample over its features, :math:`\hat x = (x - \mu)/\sqrt{v +
+    \epsilon}` with the mean :math:`\mu` and biased variance :math:`v` of the row, then
+    :math:`y = \hat x \odot \gamma + \beta` (torch's ``LayerNorm`` of a 2-D input).
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of one int
+        The number of features.
+    eps : float, default 1e-5
+        Added to the variance.
+    elementwise_affine : bool, default True
+        Whether to learn :math:`\gamma` (``weight``, ones at first) and :math:`\beta`
+        (``bias``, zeros at first).
+    bias : bool, default True
+        Whether to learn :math:`\beta` (with ``elementwise_affine``).
+    backend, device, dtype
+        Where the parameters live (without them, the layer follows its input).
+
+    Keeps :math:`\hat x` and :math:`1/\sqrt{v+\epsilon}`.  Shapes: ``(batch, features)
+    -> (batch, features)``.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        *,
+        bias: bool = True,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, device=device, dtype=dtype)
+        if isinstance(normalized_shape, tuple | list) and len(normalized_shape) == 1:
+            normalized_shape = normalized_shape[0]
+        self.normalized_shape = (_check_size(normalized_shape, "normalized_shape"),)
+        self.eps = _check_real(eps, "eps", positive=True)
+        for value, argname in ((elementwise_affine, "elementwise_affine"), (bias, "bias")):
+            if not isinstance(value, bool):
+                msg = f"{argname} must be a bool, got {value!r}"
+                raise TypeError(msg)
+        self.elementwise_affine = elementwise_affine
+        self._pins = (backend is not None or device is not None, dtype is not None)
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        if elementwise_affine:
+            xp, n, where = self.backend.xp, self.normalized_shape, self.backend.device
+            self.weight = Parameter(xp.ones(n, dtype=self.dtype, device=where))
+            if bias:
+                self.bias = Parameter(xp.zeros(n, dtype=self.dtype, device=where))
+        self._kept: Any = None  # (x hat, r) of the last forward
+
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
+        super()._check_input(X, argname, grad=grad)
+        _check_width(X, argname, self.normalized_shape[0], grad=grad)
+
+    def _n_in(self) -> int:
+        return self.normalized_shape[0]
+
+    def _n_out(self) -> int:
+        return self.normalized_shape[0]
+
+    def _forward(self, X: Array) -> Array:
+        Xhat, r = F.layer_norm(self.backend.xp, X, self.eps)
+        self._kept = (Xhat, r)
+        if self.weight is None:
+            return Xhat
+        return F.affine(Xhat, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:
+        kept = self._kept
+        if kept is None:
+            self._require_cache(kept)
+        Xhat, r = kept
+        dl_dxhat = dl_dy
+        if self.weight is not None:
+            self.weight.accumulate(F.affine_weight_gradient(self.backend.sum, dl_dy, Xhat))
+            if self.bias is not None:
+                self.bias.accumulate(F.bias_gradient(self.backend.sum, dl_dy))
+            dl_dxhat = F.affine_input_gradient(dl_dy, self.weight.data)
+        return F.layer_norm_backward(self.backend.xp, dl_dxhat, Xhat, r) if input_grad else None
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        self._kept = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )

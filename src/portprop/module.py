@@ -8,10 +8,10 @@ parameters into their ``grad`` and returns the gradient with respect to its inpu
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from portprop.backend import Backend, dtype_name, resolve
+from portprop.backend import Backend, backend_of, dtype_name, is_array, resolve
 from portprop.errors import MixedBackendError, MixedDeviceError, StateDictError
 
 __all__ = ["Module", "Parameter", "Sequential"]
@@ -35,6 +35,28 @@ def rank_hint(argname: str, ndim: int) -> str:
             f"{argname}.reshape({argname}.shape[0], -1)."
         )
     return ""
+
+
+_SHOWN = 5  # how many names or problems an error message lists before counting the rest
+
+
+def _first_few(names: list[str]) -> str:
+    """``names`` as a list, the first few of them, and how many more there are."""
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return f"{names[:_SHOWN]}{more}"
+
+
+def _value_problem(value: Any, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with ``value`` as the new value of a parameter of ``shape``, or
+    ``None``: it must be an array of a real dtype (integer or floating) of that shape."""
+    if not is_array(value):
+        return f"expected an array of shape {shape}, got an object of type {type(value).__name__}"
+    name = dtype_name(value.dtype)
+    if not name.startswith(("float", "bfloat", "int", "uint")):
+        return f"expected a real (floating or integer) array, got dtype {name}"
+    if tuple(value.shape) != shape:
+        return f"expected shape {shape}, got {tuple(value.shape)}"
+    return None
 
 
 class Parameter:
@@ -82,12 +104,23 @@ class Module:
     (:class:`~portprop.Linear` does).  :class:`Sequential` uses them to check the
     number of features of its input, and :func:`portprop.fit` the width of the targets,
     before any computation.
+
+    A module without parameters (an activation, :class:`~portprop.Dropout`) computes
+    where its input lives, as torch's do: its ``backend`` and ``dtype`` are those of the
+    last input it was given, and inside a :class:`Sequential` those of the model's
+    parameters.  Built with an explicit ``backend=`` (or ``device=``), or ``dtype=``, it
+    keeps that backend, or dtype, and refuses inputs of another.
     """
 
     backend: Backend
     dtype: Any
     training: bool
     _elementwise: ClassVar[bool] = False
+    # Whether the module fixes its backend and its dtype, or takes either from its input
+    # (a module without parameters says so in its constructor).
+    _pins: tuple[bool, bool] = (True, True)
+    # The shape of the output of the last forward(), which grad_output must have.
+    _out_shape: Any = None
 
     def __init__(
         self, *, backend: Backend | str | None = None, device: Any = None, dtype: Any = None
@@ -100,7 +133,9 @@ class Module:
     def forward(self, X: Array) -> Array:
         """Compute the output for a batch ``X`` and keep what :meth:`backward` needs."""
         self._check_input(X, "X")
-        return self.backend.run(self._forward, X)
+        Y = self.backend.run(self._forward, X)
+        self._out_shape = Y.shape
+        return Y
 
     def backward(self, grad_output: Array, *, input_grad: bool = True) -> Array | None:
         """Back-propagate ``grad_output`` (the gradient of the loss with respect to the
@@ -111,6 +146,8 @@ class Module:
         ``input_grad=False`` (which skips the input-gradient product of the first layer).
         """
         self._check_input(grad_output, "grad_output", grad=True)
+        if grad_output.shape != self._out_shape:
+            self._check_grad_shape(grad_output)
         return self.backend.run(self._backward, grad_output, input_grad)
 
     def _forward(self, X: Array) -> Array:
@@ -119,18 +156,72 @@ class Module:
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:
         raise NotImplementedError
 
-    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:  # noqa: ARG002
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
         """Raise unless ``X`` (an input, or with ``grad`` the gradient of an output) is an
-        array of the model's backend, device and dtype; subclasses add shape checks."""
+        array of the model's backend, device and dtype; subclasses add shape checks.
+
+        A module that follows its input takes the backend and dtype of ``X`` instead
+        (never of a gradient, which must match the forward pass).
+        """
+        if self.backend.owns(X) and X.dtype == self.dtype:
+            return
+        if not grad and self._pins != (True, True):
+            self._follow(X, argname)
+            return
         self.backend.check(X, argname)
-        if X.dtype != self.dtype:
+        raise self._dtype_error(X, argname, self.backend)
+
+    def _dtype_error(self, X: Array, argname: str, backend: Backend) -> TypeError:
+        msg = (
+            f"{argname} has dtype {dtype_name(X.dtype)} but the model computes in "
+            f"{dtype_name(self.dtype)}; convert it with "
+            f"portprop.asarray({argname}, dtype={dtype_name(self.dtype)!r}, "
+            f"backend={backend.name!r})"
+        )
+        return TypeError(msg)
+
+    def _fixes(self) -> tuple[bool, bool]:
+        """Whether this module fixes its backend and its dtype: a module with parameters
+        fixes both; one without fixes those it was built with explicitly."""
+        return (True, True) if self.parameters() else self._pins
+
+    def _follow(self, X: Array, argname: str) -> None:
+        """Take the backend and dtype of the input ``X``, where this module does not fix
+        them, after checking that ``X`` has those it fixes (the slow path of
+        :meth:`_check_input`, taken when the input moves)."""
+        pins_backend, pins_dtype = self._fixes()
+        if pins_backend or not is_array(X):
+            self.backend.check(X, argname)
+            backend = self.backend
+        else:
+            backend = backend_of(X, names=(argname,))
+        name = dtype_name(X.dtype)
+        if pins_dtype and name != dtype_name(self.dtype):
+            raise self._dtype_error(X, argname, backend)
+        if not backend.is_float_dtype(X.dtype):
             msg = (
-                f"{argname} has dtype {dtype_name(X.dtype)} but the model computes in "
-                f"{dtype_name(self.dtype)}; convert it with "
-                f"portprop.asarray({argname}, dtype={dtype_name(self.dtype)!r}, "
-                f"backend={self.backend.name!r})"
+                f"{argname} has dtype {name}, but {type(self).__name__} computes in a "
+                f"floating dtype (float32 or float64); convert it with "
+                f"portprop.asarray({argname}, dtype='float32')"
             )
             raise TypeError(msg)
+        self._bind(backend, X.dtype)
+
+    def _bind(self, backend: Backend, dtype: Any) -> None:
+        """Compute on ``backend`` in ``dtype`` from now on (a module without parameters)."""
+        self.backend, self.dtype = backend, dtype
+
+    def _check_grad_shape(self, grad_output: Array) -> None:
+        """Raise unless ``grad_output`` has the shape of the last forward's output (the
+        slow path of :meth:`backward`, where the shapes compare unequal)."""
+        expected = self._out_shape
+        if expected is None or tuple(grad_output.shape) == tuple(expected):
+            return  # before any forward, _backward says so
+        msg = (
+            f"grad_output must have the shape of the output of the last forward, "
+            f"{tuple(expected)}, got {tuple(grad_output.shape)}"
+        )
+        raise ValueError(msg)
 
     def _n_in(self) -> int | None:
         """The number of input features :meth:`forward` needs, or ``None`` if it takes any."""
@@ -179,7 +270,8 @@ class Module:
         return self.train(False)
 
     def _clear_cache(self) -> None:
-        """Drop what the last forward kept."""
+        """Drop what the last forward kept (subclasses that keep more call this too)."""
+        self._out_shape = None
 
     # ---- moving and saving ----------------------------------------------------------
 
@@ -223,30 +315,42 @@ class Module:
         included) into the parameters, converting them to this model's backend, device
         and dtype.
 
-        Every key and shape is checked first: on any mismatch a :class:`StateDictError`
-        lists all of them and nothing is changed.
+        Every key, value and shape is checked first: each value must be an array (or a
+        :class:`Parameter`) of a real dtype, integer or floating, of the parameter's
+        shape.  On any mismatch a :class:`StateDictError` lists them and nothing is
+        changed.  Values come in through :meth:`Backend.asarray` as copies: the
+        parameters never share memory, or autograd history, with them.
         """
+        if not isinstance(state_dict, Mapping):
+            msg = (
+                f"state_dict must be a mapping of parameter names to arrays, "
+                f"got {type(state_dict).__name__}"
+            )
+            raise TypeError(msg)
         own = dict(self.named_parameters())
-        missing = [k for k in own if k not in state_dict]
+        values = {
+            k: v.data if isinstance(v, Parameter) else v for k, v in state_dict.items() if k in own
+        }
+        missing = [k for k in own if k not in values]
         unexpected = [k for k in state_dict if k not in own]
         wrong = [
-            f"{k}: expected shape {own[k].shape}, got {tuple(state_dict[k].shape)}"
-            for k in own
-            if k in state_dict and tuple(getattr(state_dict[k], "shape", ())) != own[k].shape
+            f"{k}: {problem}"
+            for k, v in values.items()
+            if (problem := _value_problem(v, own[k].shape)) is not None
         ]
         if missing or unexpected or wrong:
             parts = []
             if missing:
-                parts.append(f"missing keys {missing}")
+                parts.append(f"missing keys {_first_few(missing)}")
             if unexpected:
-                parts.append(f"unexpected keys {unexpected}")
+                parts.append(f"unexpected keys {_first_few(unexpected)}")
             if wrong:
-                parts.append("wrong shapes: " + "; ".join(wrong))
+                shown = "; ".join(wrong[:_SHOWN])
+                more = f"; and {len(wrong) - _SHOWN} more" if len(wrong) > _SHOWN else ""
+                parts.append(f"wrong values: {shown}{more}")
             msg = "state_dict does not match the model (nothing was loaded): " + "; ".join(parts)
             raise StateDictError(msg)
-        converted = {
-            k: self.backend.asarray(state_dict[k], dtype=self.dtype, copy=True) for k in own
-        }
+        converted = {k: self.backend.asarray(values[k], dtype=self.dtype, copy=True) for k in own}
         for k, p in own.items():
             p.data = converted[k]
             p.grad = None
@@ -256,6 +360,51 @@ class Module:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _shared_backend_and_dtype(
+    layers: tuple[Module, ...], fixes: list[tuple[bool, bool]]
+) -> tuple[Backend, Any]:
+    """The backend and dtype of a :class:`Sequential` of ``layers``: those of the layers
+    that fix them (``fixes[i]``: their parameters, or an explicit ``backend=`` or
+    ``dtype=``), which must agree, or else those of the first layer."""
+    by_backend = [i for i, (b, _) in enumerate(fixes) if b]
+    backend = layers[by_backend[0] if by_backend else 0].backend
+    odd = [i for i in by_backend if layers[i].backend != backend]
+    if odd:
+        msg = _disagreement(layers, by_backend, "backend", lambda layer: layer.backend.name)
+        if any(layers[i].backend.library != backend.library for i in odd):
+            raise MixedBackendError(msg)
+        raise MixedDeviceError(msg)
+    by_dtype = [i for i, (_, d) in enumerate(fixes) if d]
+    name = dtype_name(layers[by_dtype[0] if by_dtype else 0].dtype)
+    if any(dtype_name(layers[i].dtype) != name for i in by_dtype):
+        raise TypeError(_disagreement(layers, by_dtype, "dtype", lambda x: dtype_name(x.dtype)))
+    return backend, backend.float_dtype(name)
+
+
+def _disagreement(
+    layers: tuple[Module, ...], indices: list[int], what: str, value: Callable[[Module], str]
+) -> str:
+    """The message for layers (``indices``) whose ``value(layer)`` differ: each value
+    with the first few layers that have it."""
+    groups: dict[str, list[int]] = {}
+    for i in indices:
+        groups.setdefault(value(layers[i]), []).append(i)
+    described = []
+    for shown, members in groups.items():
+        named = ", ".join(f"{i} ({type(layers[i]).__name__})" for i in members[:3])
+        more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+        label = "layers" if len(members) > 1 else "layer"
+        verb = "are" if len(members) > 1 else "is"
+        described.append(f"{label} {named}{more} {verb} {shown}")
+    return (
+        f"the layers with parameters, and those built with an explicit {what}=, must share "
+        f"one backend and dtype, but {', '.join(described[:4])}"
+        + (f", and {len(described) - 4} more groups" if len(described) > 4 else "")
+        + f". Build them with the same {what}=, or move one with layer.to(...); layers "
+        "without parameters need neither: they follow the model."
+    )
 
 
 class Sequential(Module):
@@ -275,23 +424,17 @@ class Sequential(Module):
             if not isinstance(layer, Module):
                 msg = f"layer {i} must be a portprop Module, got {type(layer).__name__}"
                 raise TypeError(msg)
-        backend, dtype = layers[0].backend, layers[0].dtype
-        for i, layer in enumerate(layers):
-            if layer.backend == backend and layer.dtype == dtype:
-                continue
-            msg = (
-                f"all layers must share one backend and dtype: layer 0 is "
-                f"{backend.name}/{dtype_name(dtype)}, layer {i} is "
-                f"{layer.backend.name}/{dtype_name(layer.dtype)}. Build every layer with the "
-                f"same backend= and dtype=, or move one with layer.to(...)."
-            )
-            if layer.backend.library != backend.library:
-                raise MixedBackendError(msg)
-            if layer.backend != backend:
-                raise MixedDeviceError(msg)
-            raise TypeError(msg)
+        fixes = [layer._fixes() for layer in layers]
+        backend, dtype = _shared_backend_and_dtype(layers, fixes)
         self.layers = tuple(layers)
         self.backend, self.dtype, self.training = backend, dtype, True
+        # The model fixes its backend (dtype) if one of its layers does; the others, those
+        # without parameters, compute where the model does.
+        self._pins = (any(b for b, _ in fixes), any(d for _, d in fixes))
+        self._follows = self._pins != (True, True)
+        for layer, fixed in zip(layers, fixes, strict=True):
+            if fixed != (True, True):
+                layer._bind(backend, dtype)
         # The layers that fix the width: the first and the last that are not elementwise.
         # X is checked by the first (activations before it keep its shape), grad_output
         # by the last.
@@ -343,9 +486,17 @@ class Sequential(Module):
         return self.layers[self._exit]._n_out()
 
     def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
+        # A model without parameters first follows its input (every layer with it).
+        if self._follows and not grad and not (self.backend.owns(X) and X.dtype == self.dtype):
+            self._follow(X, argname)
         # The layer that fixes the width checks the backend, the dtype, the rank and
         # the number of columns, so that a backend's own matmul error never surfaces.
         self.layers[self._exit if grad else self._entry]._check_input(X, argname, grad=grad)
+
+    def _bind(self, backend: Backend, dtype: Any) -> None:
+        self.backend, self.dtype = backend, dtype
+        for layer in self.layers:
+            layer._bind(backend, dtype)
 
     def _forward(self, X: Array) -> Array:
         for layer in self.layers:

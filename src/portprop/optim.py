@@ -25,9 +25,9 @@ __all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm_"]
 
 Array = Any
 
-# Per-parameter entries of ``Optimizer.state`` that cache how to compute, not what was
-# learnt: they are rebuilt on demand and never saved.
-_CACHE_KEYS = ("backend", "scratch", "dtype")
+# Per-parameter entries of ``Optimizer.state`` that cache how to compute and what the last
+# step checked, not what was learnt: they are rebuilt on demand and never saved.
+_CACHE_KEYS = ("backend", "scratch", "dtype", "shape", "data", "writable")
 
 
 def _hyper(
@@ -121,19 +121,22 @@ class Optimizer:
     params : list of Parameter
     lr : float
         The learning rate; schedules (:mod:`portprop.schedules`) change it between steps.
+        Setting it checks it: a number ``>= 0`` that does not overflow the parameters'
+        dtype in the optimizer's arithmetic (``ValueError`` otherwise, and ``lr`` keeps
+        its value).
     state : list of dict
         Per parameter, in ``params`` order: ``"step"`` (how many updates it received) and
         the optimizer's buffers (``"exp_avg"``, ...), on the parameter's backend and device.
 
     A subclass lists its constructor's hyperparameters in ``_HYPERPARAMETERS`` (kept as
     attributes of the same names), the arrays it keeps per parameter in ``_BUFFERS``,
-    and implements :meth:`_update`; :meth:`step`, :meth:`state_dict` and
-    :meth:`load_state_dict` then work unchanged.
+    the numbers its update computes with in :meth:`_scalars`, and implements
+    :meth:`_update`; :meth:`step`, :meth:`state_dict` and :meth:`load_state_dict` then
+    work unchanged.
     """
 
     _HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr",)
     _BUFFERS: ClassVar[tuple[str, ...]] = ()
-    lr: float
 
     def __init__(self, params: Iterable[Parameter]) -> None:
         self.params = list(params)
@@ -145,36 +148,71 @@ class Optimizer:
                 msg = f"params[{i}] must be a portprop Parameter, got {type(p).__name__}"
                 raise TypeError(msg)
         self.state: list[dict[str, Array]] = [{} for _ in self.params]
+        # The largest value of the parameters' narrowest dtype, that dtype's name and the
+        # index of a parameter that has it; None until the dtypes are known.
+        self._limit: tuple[float, str, int] | None = None
 
-    def _backend_and_scratch(
-        self, p: Parameter, state: dict[str, Any], index: int = 0
-    ) -> tuple[Backend, Any]:
-        """The backend of ``p`` (looked up once, and again if the model moved) and the
-        scratch buffer that keeps :meth:`Backend.add_scaled` allocation-free.
+    # ---- the learning rate, and the numbers the update computes with ------------------
 
-        Checks ``p.grad`` (when there is one) against ``p`` before anything changes, so
-        that a gradient of another library, device, dtype or shape raises a typed error
-        naming ``params[index].grad``.
-        """
-        backend = state.get("backend")
-        w = p.data
-        if backend is None or not backend.owns(w) or state["dtype"] != w.dtype:
-            new = backend_of(w, names=(f"params[{index}]",))
-            if p.grad is not None:
-                _check_gradient(new, p, p.grad, index)
-            if backend is not None:  # the model moved: move the buffers with it
-                moved = {
-                    key: new.asarray(state[key], dtype=w.dtype, copy=True)
-                    for key in self._BUFFERS
-                    if key in state
-                }
-                state.update(moved)
-            backend = state["backend"] = new
-            state["dtype"] = w.dtype
-            state["scratch"] = backend.scratch_like(w)
-        elif p.grad is not None:
-            _check_gradient(backend, p, p.grad, index)
-        return backend, state["scratch"]
+    @property
+    def lr(self) -> float:
+        """The learning rate (see the class notes)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: Any) -> None:
+        self._lr = self._checked_lr(value)
+
+    def _checked_lr(self, value: Any) -> float:
+        """``value`` as a learning rate: a finite number ``>= 0`` (a schedule may warm up
+        from 0) that overflows none of the numbers the update computes with."""
+        lr = _hyper(value, "lr")
+        if self._limit is not None:
+            self._check_scalars(self._limit, lr)
+        return lr
+
+    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
+        """The numbers the update multiplies or shifts arrays by, with learning rate
+        ``lr``: ``(hyperparameter, its value, expression, value of the expression)``."""
+        return [("lr", lr, "lr", lr)]
+
+    def _check_scalars(self, limit: tuple[float, str, int], lr: float) -> None:
+        """Raise ``ValueError`` if a number of :meth:`_scalars` does not fit the dtype
+        of ``limit`` (it would make every parameter infinite, or make torch raise)."""
+        top, dtype, index = limit
+        for name, given, expression, value in self._scalars(lr):
+            if not abs(value) <= top:  # NaN and infinities included
+                if expression == name:
+                    detail = f"expected {name} <= {top!r} (the largest {dtype}), got {value!r}"
+                else:
+                    detail = (
+                        f"{type(self).__name__} computes {expression} = {value:.6g}, expected "
+                        f"<= {top!r} (the largest {dtype})"
+                    )
+                msg = f"{name}={given!r} overflows {dtype}, the dtype of params[{index}]: {detail}"
+                raise ValueError(msg)
+
+    def _dtype_limit(self) -> tuple[float, str, int] | None:
+        """:attr:`_limit` from the parameters' dtypes (those that can be read)."""
+        found: tuple[float, str, int] | None = None
+        for i, p in enumerate(self.params):
+            try:
+                top = float(backend_of(p.data).xp.finfo(p.data.dtype).max)
+            except (TypeError, ValueError, AttributeError):  # not a floating array (yet)
+                continue
+            if found is None or top < found[0]:
+                found = (top, dtype_name(p.data.dtype), i)
+        return found
+
+    def _check_dtypes(self) -> None:
+        """Check every hyperparameter against the parameters' dtypes (the end of a
+        subclass's constructor; the first step does it for subclasses that do not)."""
+        limit = self._dtype_limit()
+        if limit is not None:
+            self._check_scalars(limit, self._lr)
+        self._limit = limit
+
+    # ---- the step -------------------------------------------------------------------
 
     @staticmethod
     def _buffer(state: dict[str, Any], name: str, like: Array, backend: Backend) -> Array:
@@ -193,46 +231,112 @@ class Optimizer:
         """Apply one update to every parameter that has a gradient (the others are
         skipped, and their step count does not advance).
 
-        Every gradient is checked before any parameter changes: one of another library,
-        device, dtype or shape than its parameter raises :class:`MixedBackendError`,
-        :class:`MixedDeviceError`, ``TypeError`` or ``ValueError``, and leaves every
-        parameter and the optimizer's state as they were.
+        Every gradient and parameter is checked before any parameter changes, at every
+        step: a gradient of another library or device than its parameter raises
+        :class:`MixedBackendError` or :class:`MixedDeviceError`, one of another dtype
+        ``TypeError``, of another shape ``ValueError``; a parameter that cannot be
+        updated in place (a read-only NumPy array) raises ``ValueError``.  Each names
+        ``params[i].grad`` or ``params[i]``, and the step leaves every parameter and the
+        optimizer's state (step counts, moments) as they were.  Runs without torch's
+        autograd recording.
         """
-        first = self.state[0].get("backend") or backend_of(self.params[0].data)
-        first.run(self._update_all)  # CuPy computes on the current device; the others ignore it
+        first = self.state[0].get("backend") or backend_of(
+            self.params[0].data, names=("params[0]",)
+        )
+        first.run(self._update_all)  # CuPy: on the device; torch: under no_grad
 
     def _update_all(self) -> None:
         # Check first, update after: a bad gradient must leave every parameter unchanged.
-        # The fast path checks each gradient against the backend and dtype its parameter
-        # had at the last step; anything else (the first step, a moved model, a foreign
-        # gradient) takes the slow path, which looks the parameter's backend up again.
+        # The fast path compares each gradient with the facts its parameter had at the
+        # last step: the parameter array itself (an `is`: a parameter replaced since, by
+        # another library, device, dtype, shape or a read-only array, takes the slow
+        # path), the gradient's library and device, dtype and shape, and where arrays can
+        # be made read-only after they were made (NumPy), the parameter's flag.
         params, states = self.params, self.state
-        for i, p in enumerate(params):
+        for p, state in zip(params, states, strict=True):
             g = p.grad
             if g is None:
                 continue
-            state = states[i]
-            backend = state.get("backend")
-            # dtypes are compared by identity first: == between dtypes costs more
-            dtype = g.dtype
+            w = p.data
             if (
-                backend is None
-                or not backend.owns(g)
-                or (dtype is not state["dtype"] and dtype != state["dtype"])
+                w is not state.get("data")
+                or not state["backend"].owns(g)
+                or ((dtype := g.dtype) is not state["dtype"] and dtype != state["dtype"])
+                or g.shape != state["shape"]
+                or ((writable := state["writable"]) is not None and not writable(w))
             ):
-                self._backend_and_scratch(p, state, i)
+                self._refresh([i for i, q in enumerate(params) if q.grad is not None])
+                break
         self._apply(params, states)
+
+    def _refresh(self, stale: list[int]) -> None:
+        """The slow path of :meth:`step`: check ``params[i]`` and its gradient for each
+        ``i`` of ``stale`` (every parameter with a gradient), and the hyperparameters
+        against the parameters' dtypes; then, only when everything is right, cache the
+        facts the fast path compares, moving the buffers of a parameter that moved to
+        its new backend and dtype."""
+        found: dict[int, tuple[Backend, dict[str, Array]]] = {}
+        for i in stale:
+            p, state = self.params[i], self.state[i]
+            w = p.data
+            backend = backend_of(w, names=(f"params[{i}]",))
+            _check_gradient(backend, p, p.grad, i)
+            reason = backend.read_only(w)
+            if reason:
+                msg = (
+                    f"params[{i}] cannot be updated in place: expected a writable array, "
+                    f"got {reason}; give the parameter a writable copy: params[{i}].data = "
+                    f"portprop.asarray(params[{i}].data, backend={backend.name!r}, copy=True)"
+                )
+                raise ValueError(msg)
+            for key in self._BUFFERS:
+                if key in state and tuple(state[key].shape) != tuple(w.shape):
+                    msg = (
+                        f"params[{i}] has shape {tuple(w.shape)}, but the optimizer's "
+                        f"state[{i}][{key!r}] from earlier steps has shape "
+                        f"{tuple(state[key].shape)}: expected the parameter's shape not to "
+                        "change between steps (build a new optimizer for a new shape)"
+                    )
+                    raise ValueError(msg)
+            moved = {}
+            if state.get("backend") is not None and (
+                state["backend"] != backend or state["dtype"] != w.dtype
+            ):  # the model moved: move the buffers with it
+                moved = {
+                    key: backend.asarray(state[key], dtype=w.dtype, copy=True)
+                    for key in self._BUFFERS
+                    if key in state
+                }
+            found[i] = (backend, moved)
+        limit = self._dtype_limit()
+        if limit is not None:
+            self._check_scalars(limit, self._lr)
+        # ---- everything is right: remember it
+        self._limit = limit
+        for i, (backend, moved) in found.items():
+            state, w = self.state[i], self.params[i].data
+            if (
+                state.get("backend") != backend
+                or state["dtype"] != w.dtype
+                or state["shape"] != w.shape
+            ):
+                state["scratch"] = backend.scratch_like(w)
+            state.update(moved)
+            state["backend"], state["dtype"], state["shape"] = backend, w.dtype, w.shape
+            state["data"], state["writable"] = w, backend.writable_flag
 
     def _apply(self, params: list[Parameter], states: list[dict[str, Any]]) -> None:
         """Update every parameter that has a gradient (all checked already), counting
         the step in its state.  A subclass may override this loop as a whole, to read
-        its hyperparameters once per step instead of once per parameter."""
+        its hyperparameters once per step instead of once per parameter; it must then
+        keep ``state["data"]`` the parameter's array (JAX makes a new one each step)."""
         update = self._update
         for p, state in zip(params, states, strict=True):
             g = p.grad
             if g is not None:
                 state["step"] = state.get("step", 0) + 1
                 update(p, g, state, state["backend"], state["scratch"])
+                state["data"] = p.data
 
     def _update(
         self,
@@ -289,10 +393,10 @@ class Optimizer:
             )
             raise StateDictError(msg)
         hyper = dict(state_dict["hyperparameters"])
-        lr = _hyper(hyper["lr"], "lr")
         # The constructor checks every other hyperparameter; lr may be 0 in a saved
         # state (a schedule warming up from 0), which the constructor refuses.
         checked = type(self)(self.params, **{**hyper, "lr": 1.0})
+        checked.lr = hyper["lr"]
         states = []
         for p, saved in zip(self.params, state_dict["state"], strict=True):
             backend = backend_of(p.data, names=("parameter",))
@@ -302,8 +406,9 @@ class Optimizer:
                     new[key] = backend.asarray(saved[key], dtype=p.data.dtype, copy=True)
             states.append(new)
         for name in self._HYPERPARAMETERS:
-            setattr(self, name, getattr(checked, name))
-        self.lr = lr
+            if name != "lr":  # lr was checked with the others, by `checked`
+                setattr(self, name, getattr(checked, name))
+        self._lr, self._limit = checked.lr, checked._limit
         for state, new in zip(self.state, states, strict=True):
             state.clear()
             state.update(new)
@@ -330,6 +435,7 @@ class Optimizer:
             try:
                 _hyper(hyper["lr"], "lr")
                 checked = type(self)(self.params, **{**hyper, "lr": 1.0})
+                checked.lr = hyper["lr"]  # checked against the dtypes, with the others
             except (TypeError, ValueError) as exc:
                 problems.append(f"hyperparameters: {exc}")
         states = sd["state"]
@@ -415,6 +521,21 @@ class SGD(Optimizer):
                 f"momentum={momentum!r}, dampening={dampening!r}"
             )
             raise ValueError(msg)
+        self._check_dtypes()
+
+    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
+        mu, wd, keep = self.momentum, self.weight_decay, 1.0 - self.dampening
+        found = [
+            ("lr", lr, "lr", lr),
+            ("momentum", mu, "momentum", mu),
+            ("weight_decay", wd, "weight_decay", wd),
+            ("dampening", self.dampening, "1 - dampening", keep),
+            ("weight_decay", wd, "(1 - dampening) * weight_decay", keep * wd),
+            ("lr", lr, "1 - lr * weight_decay", 1.0 - lr * wd),
+        ]
+        if self.nesterov:
+            found.append(("lr", lr, "lr * momentum", lr * mu))
+        return found
 
     def _required_buffers(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.momentum != 0.0 else ()
@@ -423,7 +544,7 @@ class SGD(Optimizer):
         # The loop of Optimizer._apply with SGD's update written into it: the
         # hyperparameters are read once per step, not once per parameter (workload B of
         # the benchmark has 8 small parameters, where these lookups show).
-        lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
+        lr, mu, wd, nesterov = self._lr, self.momentum, self.weight_decay, self.nesterov
         keep = 1.0 - self.dampening
         decay = 1.0 - lr * wd  # w - lr (g + wd w)  ==  (1 - lr wd) w - lr g
         for p, state in zip(params, states, strict=True):
@@ -435,7 +556,7 @@ class SGD(Optimizer):
             if mu == 0.0:
                 if wd != 0.0:
                     w *= decay
-                p.data = add_scaled(w, -lr, g, scratch)
+                p.data = state["data"] = add_scaled(w, -lr, g, scratch)
                 continue
             v = state.get("momentum_buffer")
             if v is None:  # the first step: v = g (+ wd w)
@@ -455,9 +576,9 @@ class SGD(Optimizer):
                 if wd != 0.0:
                     w *= decay
                 w = add_scaled(w, -lr, g, scratch)
-                p.data = add_scaled(w, -lr * mu, v, scratch)
+                p.data = state["data"] = add_scaled(w, -lr * mu, v, scratch)
             else:
-                p.data = add_scaled(w, -lr, v, scratch)
+                p.data = state["data"] = add_scaled(w, -lr, v, scratch)
 
 
 class Adam(Optimizer):
@@ -511,6 +632,19 @@ class Adam(Optimizer):
         self.eps = _hyper(eps, "eps")
         self.weight_decay = _hyper(weight_decay, "weight_decay")
         self.amsgrad = bool(amsgrad)
+        self._check_dtypes()
+
+    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
+        # The first step is the largest: lr / (1 - beta1**t) shrinks towards lr.
+        wd = self.weight_decay
+        found = [
+            ("lr", lr, "lr / (1 - betas[0])", lr / (1.0 - self.betas[0])),
+            ("eps", self.eps, "eps", self.eps),
+            ("weight_decay", wd, "weight_decay", wd),
+        ]
+        if self._decoupled_weight_decay:
+            found.append(("lr", lr, "1 - lr * weight_decay", 1.0 - lr * wd))
+        return found
 
     def _required_buffers(self) -> tuple[str, ...]:
         return self._BUFFERS if self.amsgrad else self._BUFFERS[:2]
@@ -523,7 +657,7 @@ class Adam(Optimizer):
         backend: Backend,
         scratch: Array | None,
     ) -> None:
-        lr, wd = self.lr, self.weight_decay
+        lr, wd = self._lr, self.weight_decay  # _lr: no property call per parameter
         beta1, beta2 = self.betas
         w = p.data
         if self._decoupled_weight_decay:
@@ -619,6 +753,15 @@ class RMSprop(Optimizer):
         self.weight_decay = _hyper(weight_decay, "weight_decay")
         self.momentum = _hyper(momentum, "momentum")
         self.centered = bool(centered)
+        self._check_dtypes()
+
+    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
+        return [
+            ("lr", lr, "lr", lr),
+            ("eps", self.eps, "eps", self.eps),
+            ("weight_decay", self.weight_decay, "weight_decay", self.weight_decay),
+            ("momentum", self.momentum, "momentum", self.momentum),
+        ]
 
     def _required_buffers(self) -> tuple[str, ...]:
         needed = ["square_avg"]
@@ -653,16 +796,17 @@ class RMSprop(Optimizer):
             b *= self.momentum
             b += g / denominator
             state["momentum_buffer"] = b
-            p.data = backend.add_scaled(w, -self.lr, b, scratch)
+            p.data = backend.add_scaled(w, -self._lr, b, scratch)
         else:
-            p.data = backend.add_scaled(w, -self.lr, g / denominator, scratch)
+            p.data = backend.add_scaled(w, -self._lr, g / denominator, scratch)
 
 
 def clip_grad_norm_(
     params: Parameter | Iterable[Parameter], max_norm: float, norm_type: float = 2.0
 ) -> float:
     r"""Scale the gradients so that their total norm is at most ``max_norm`` (torch's
-    ``clip_grad_norm_``), in place where the library allows (``grad`` is rebound on JAX).
+    ``clip_grad_norm_``), in place where the library allows (``grad`` is rebound on JAX,
+    and to a scaled copy where the gradient is a read-only array).
 
     The total norm is the ``norm_type``-norm of all the gradients together, as if they
     were concatenated into one vector.  When it exceeds ``max_norm``, every gradient is
@@ -764,7 +908,10 @@ def _clip(grads: list[tuple[Parameter, Array, Backend]], limit: float, order: fl
         factors = (scale,) if not 0.0 < scale < 1e-30 else (math.sqrt(scale),) * 2
         for p, g, backend in grads:
             with backend.scope():
+                # a read-only gradient (NumPy) is scaled into a new array, as on JAX
                 scaled = g
+                if backend.read_only(g):
+                    scaled = backend.xp.asarray(g, dtype=g.dtype, device=backend.device, copy=True)
                 for factor in factors:
                     scaled *= factor  # in place, or a new array on JAX
             p.grad = scaled

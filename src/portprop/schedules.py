@@ -73,7 +73,7 @@ class Schedule:
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
         self.step_count = 0
-        self._last_lr = self._set_lr(self._lr_at(0))
+        self._last_lr = self._set_lr(self._next_lr(0))
 
     def _configure(self, settings: Mapping[str, Any]) -> None:
         for name, value in self._validated(settings).items():
@@ -99,8 +99,22 @@ class Schedule:
                 "only ReduceLROnPlateau monitors one"
             )
             raise TypeError(msg)
+        lr = self._next_lr(self.step_count + 1)  # checked first: a bad rate changes nothing
         self.step_count += 1
-        self._last_lr = self._set_lr(self._lr_at(self.step_count))
+        self._last_lr = self._set_lr(lr)
+
+    def _next_lr(self, n: int) -> float:
+        """The rate after ``n`` steps, checked as the optimizer's ``lr`` (a finite number
+        ``>= 0`` that does not overflow the parameters' dtype)."""
+        try:
+            lr = self._lr_at(n)
+        except OverflowError:  # gamma ** n beyond any float
+            lr = math.inf
+        try:
+            return self.optimizer._checked_lr(lr)
+        except ValueError as exc:
+            msg = f"{type(self).__name__} cannot set the rate of step {n}: {exc}"
+            raise ValueError(msg) from None
 
     def get_last_lr(self) -> float:
         """The learning rate this schedule set last."""
@@ -142,6 +156,7 @@ class Schedule:
             base_lr = _hyper(state_dict["base_lr"], "base_lr")
             step_count = _integer(state_dict["step_count"], "step_count", 0)
             last_lr = _hyper(state_dict["last_lr"], "last_lr")
+            self.optimizer._checked_lr(last_lr)  # it must fit the parameters' dtype too
             counters = self._checked_counters(state_dict)
         except (TypeError, ValueError) as exc:
             raise self._mismatch(str(exc)) from None

@@ -78,12 +78,25 @@ class Backend:
     _numpy_warnings: bool = field(repr=False, default=True)
     _float64_hint: str = field(repr=False, default="")
     _generator: Callable[[Backend, int], BackendGenerator] | None = field(repr=False, default=None)
+    # What an array of this library needs on the way in (torch: leave autograd, widen
+    # the unsigned integers it cannot compare): ``adopt(x, argname)``.
+    _adopt: Callable[[Array, str], Array] | None = field(repr=False, default=None)
+    # ``run(fn, *args)`` of the library, when it is more than ``fn(*args)`` in ``scope()``.
+    _run: Callable[..., Any] | None = field(repr=False, default=None)
+    # Why an array cannot be updated in place ("" when it can); and, for libraries whose
+    # arrays can become read-only during their life (NumPy's ``flags.writeable``), a
+    # cheap getter of whether one still is writable (a torch inference tensor is one
+    # from the start, or never).
+    _read_only: Callable[[Array], str] | None = field(repr=False, default=None)
+    _writable_flag: Callable[[Array], bool] | None = field(repr=False, default=None)
 
     def __post_init__(self) -> None:
-        # The library's own kernel stands in for the generic method on this instance:
+        # The library's own kernels stand in for the generic methods on this instance:
         # one Python call less for each update of each parameter, at every step.
         if self._add_scaled is not None:
             object.__setattr__(self, "add_scaled", self._add_scaled)
+        if self._run is not None:
+            object.__setattr__(self, "run", self._run)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -185,13 +198,26 @@ class Backend:
 
     # ---- moving arrays --------------------------------------------------------------
 
-    def asarray(self, x: Any, *, dtype: Any = None, copy: bool | None = None) -> Array:
+    def asarray(
+        self, x: Any, *, dtype: Any = None, copy: bool | None = None, argname: str = "x"
+    ) -> Array:
         """``x`` (an array of any supported library, a scalar or a nested sequence) as an
         array of this backend, on its device.
 
         Uses DLPack where the two libraries and devices allow it and goes through host
         memory otherwise.  Like ``asarray`` of the standard it may share memory with
-        ``x`` unless ``copy=True``.
+        ``x`` unless ``copy=True``.  What comes in is what the library computes with:
+        a torch tensor leaves autograd (it is detached: portprop arrays never carry
+        autograd history), and torch's unsigned integers wider than 8 bits, which torch
+        cannot compare, become int64 (values of ``2**63`` and more are refused).
+
+        ``argname`` names ``x`` in error messages (``"y"``, ``"validation_data[1]"``).
+
+        Raises
+        ------
+        DtypeUnsupportedError
+            If ``x`` has a dtype this backend or device cannot hold and ``dtype`` does not
+            say what to convert it to, or integers that do not fit the device's.
         """
         xp = self.xp
         target = None if dtype is None else self._any_dtype(dtype)
@@ -207,13 +233,13 @@ class Backend:
             elif name in self._narrow_ints:
                 # e.g. int64 labels for a device without 64-bit integers
                 with self.scope():
-                    y = xp.asarray(self._narrowed(x, name), device=self.device)
+                    y = xp.asarray(self._narrowed(x, name, argname), device=self.device)
             elif not hasattr(xp, name):
                 # a dtype the library lacks (float16 on array-api-strict): cast on the host
                 if target is None:
                     msg = (
-                        f"x has dtype {name}, which backend {self.name!r} cannot hold; "
-                        f"pass dtype= (such as 'float32') to convert it"
+                        f"{argname} has dtype {name}, which backend {self.name!r} cannot "
+                        f"hold; pass dtype= (such as 'float32') to convert it"
                     )
                     raise DtypeUnsupportedError(msg)
                 host = array_to_host(x).astype(dtype_name(target))
@@ -224,6 +250,8 @@ class Backend:
         else:
             with self.scope():
                 y = xp.asarray(x, dtype=target, device=self.device)
+        if self._adopt is not None:
+            y = self._adopt(y, argname)
         if target is not None and y.dtype != target:
             return xp.astype(y, target)
         if copy:
@@ -255,7 +283,7 @@ class Backend:
         with self.scope():
             return xp.asarray(host, device=self.device)
 
-    def _narrowed(self, x: Array, name: str) -> Any:
+    def _narrowed(self, x: Array, name: str, argname: str) -> Any:
         """A host copy of the integer array ``x`` (of dtype ``name``, which this device
         lacks) in the narrower integer dtype the device has, if every value fits."""
         host = array_to_host(x)
@@ -263,7 +291,7 @@ class Backend:
         bounds = np.iinfo(narrow)
         if host.size and (host.min() < bounds.min or host.max() > bounds.max):
             msg = (
-                f"x holds {name} values from {host.min()} to {host.max()}, but backend "
+                f"{argname} holds {name} values from {host.min()} to {host.max()}, but backend "
                 f"{self.name!r} has no {name} on device {self.device!r}: values must fit "
                 f"{narrow}, [{bounds.min}, {bounds.max}]"
             )
@@ -303,10 +331,14 @@ class Backend:
         return np.errstate(over="ignore", invalid="ignore")
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
-        """A context in which the library computes on this backend's device.
+        """A context in which the library computes on this backend's device, the way
+        portprop computes.
 
-        A no-op for every library but CuPy, whose creation functions ignore ``device=``
-        and compute on the *current* device.
+        A no-op for NumPy, JAX and array-api-strict.  CuPy's creation functions ignore
+        ``device=`` and compute on the *current* device: the scope makes it the
+        backend's.  torch records autograd history of tensors that require gradients:
+        the scope turns that off (``torch.no_grad()``), since portprop computes every
+        gradient itself.
         """
         return contextlib.nullcontext() if self._scope is None else self._scope()
 
@@ -315,11 +347,32 @@ class Backend:
 
         Where the library needs no scope, ``fn`` is called directly: a ``with`` block
         costs about 0.5 us, which the few-microsecond steps of a small model notice.
+        torch enters its scope only when autograd is on (not within :func:`portprop.fit`,
+        which runs in the scope).
         """
         if self._scope is None:
             return fn(*args)
         with self._scope():
             return fn(*args)
+
+    def read_only(self, x: Array) -> str:
+        """Why the array ``x`` of this backend cannot be updated in place (a read-only
+        NumPy array, a torch inference tensor, an expanded view), or ``""`` when it can.
+
+        Always ``""`` where arrays are never updated in place (JAX: a new array replaces
+        the old one).
+        """
+        if not self.writable or self._read_only is None:
+            return ""
+        return self._read_only(x)
+
+    @property
+    def writable_flag(self) -> Callable[[Array], bool] | None:
+        """Whether an array of this backend is still writable, for libraries whose arrays
+        may become read-only after they were made (NumPy's ``flags.writeable``): a cheap
+        getter to repeat before each in-place update.  ``None`` where that cannot change
+        during an array's life (checking :meth:`read_only` once is enough)."""
+        return self._writable_flag if self.writable else None
 
     def scratch_like(self, x: Array) -> Array | None:
         """A buffer that :meth:`add_scaled` may use to stay allocation-free, or ``None``."""

@@ -7,12 +7,12 @@ from typing import Any
 
 import array_api_compat
 
-from portprop.backend._base import Backend
+from portprop.backend._base import Array, Backend
 from portprop.backend._library import Library, float_dtypes, import_library, narrow_ints
 from portprop.backend.random import HostGenerator
 from portprop.errors import UnknownBackendError
 
-__all__ = ["LIBRARY", "build", "devices", "from_device"]
+__all__ = ["LIBRARY", "build", "devices", "from_device", "read_only", "writable"]
 
 
 def build(spec: str | None) -> Backend:
@@ -25,6 +25,22 @@ def build(spec: str | None) -> Backend:
         msg = f"'array_api_strict:{spec}' does not name a test device; they are {names}"
         raise UnknownBackendError(msg) from None
     return from_device(device)
+
+
+def read_only(x: Array) -> str:
+    """Why ``x`` cannot be updated in place (``""`` when it can): an array-api-strict
+    array wraps a NumPy array, which may be read-only (one made from a read-only NumPy
+    array without a copy)."""
+    inner = getattr(x, "_array", None)
+    flags = getattr(inner, "flags", None)
+    if flags is None or flags.writeable:
+        return ""
+    return "an array_api_strict array over read-only NumPy memory"
+
+
+def writable(x: Array) -> bool:
+    """Whether ``x`` can (still) be updated in place: :func:`read_only` as a flag."""
+    return not read_only(x)
 
 
 def from_device(device: Any) -> Backend:
@@ -43,6 +59,8 @@ def from_device(device: Any) -> Backend:
         _float_dtypes=float_dtypes(xp, device),
         _narrow_ints=narrow_ints(xp, device),
         _generator=HostGenerator,
+        _read_only=read_only,
+        _writable_flag=writable,
     )
 
 

@@ -3,6 +3,8 @@ for the in-place update (``out=`` by position) and the sum (``np.add.reduce``)."
 
 from __future__ import annotations
 
+import operator
+
 import array_api_compat
 import numpy as np
 
@@ -11,7 +13,7 @@ from portprop.backend._library import Library, float_dtypes
 from portprop.backend.random import HostGenerator
 from portprop.errors import BackendUnavailableError
 
-__all__ = ["LIBRARY", "add_scaled", "build"]
+__all__ = ["LIBRARY", "add_scaled", "build", "read_only"]
 
 
 def add_scaled(y: Array, alpha: float, x: Array, scratch: Array | None = None) -> Array:
@@ -26,6 +28,13 @@ def add_scaled(y: Array, alpha: float, x: Array, scratch: Array | None = None) -
     np.multiply(x, alpha, scratch)
     np.add(y, scratch, y)
     return y
+
+
+def read_only(x: Array) -> str:
+    """Why ``x`` cannot be updated in place (``""`` when it can): NumPy marks views of
+    read-only memory (``np.broadcast_to``, a ``bytes`` buffer, a JAX array seen through
+    ``np.asarray``) read-only, and anyone may set ``x.flags.writeable = False``."""
+    return "" if x.flags.writeable else "a read-only NumPy array (its flags.writeable is False)"
 
 
 def build(spec: str | None) -> Backend:
@@ -52,6 +61,8 @@ def _backend() -> Backend:
         _sum=np.add.reduce,
         _needs_scratch=True,
         _generator=HostGenerator,
+        _read_only=read_only,
+        _writable_flag=operator.attrgetter("flags.writeable"),  # C: no Python call
     )
 
 

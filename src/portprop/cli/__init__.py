@@ -56,20 +56,29 @@ and ``all`` otherwise.  The output says which it used.
 
 predict
 -------
-Reads features from a ``.csv`` file (the model's number of feature columns, or one more:
-the label column, given by ``--label-column``, which is dropped) or an ``.npz`` archive
-(``--features-key``), applies the stored standardization and writes one CSV row per
-sample: ``prediction`` (the class label) and ``probability_<class>`` for each class, for
-a model trained with ``cross_entropy`` or ``bce``; ``prediction`` and ``score_<class>``
-(the raw outputs) for ``mse`` on classes; ``prediction`` (or ``prediction_<i>`` per
-output) for a regression.  It writes to standard output, or to ``--output`` atomically
-(a temporary file renamed onto the target).
+Reads features from a ``.csv`` file or an ``.npz`` archive (``--features-key``),
+applies the stored standardization and writes one CSV row per sample: ``prediction``
+(the class label) and ``probability_<class>`` for each class, for a model trained with
+``cross_entropy`` or ``bce``; ``prediction`` and ``score_<class>`` (the raw outputs) for
+``mse`` on classes; ``prediction`` (or ``prediction_<i>`` per output) for a regression.
+
+A CSV file holds the model's features, every column, or those and one label column,
+which is ignored: the one ``--label-column`` names, or by default (a file with exactly
+one column more than the model's features) the training run's label column (the last
+for the disk and digits), with a note on standard error that says which column it took;
+``--label-column none`` refuses a file with a label column.
+
+It writes to standard output (``--output -``, the default), or to ``--output PATH``: a
+regular file is replaced atomically (a temporary file renamed onto it), a character
+device, a FIFO or a link to one (``/dev/stdout``) is written through.
 
 Errors
 ------
-A bad flag, an unknown data set, a missing or corrupt file, or a backend that cannot run
-here prints one line, ``portprop: error: ...``, on standard error and exits with status
-2; an interrupt exits with 130.
+A bad flag, an unknown data set, a missing, corrupt or truncated file (a CSV file that is
+not UTF-8 text, an ``.npz`` archive whose arrays do not fit their declared sizes, a
+checkpoint whose ``extra`` is damaged), or a backend that cannot run here prints one
+line, ``portprop: error: ...``, naming the file, on standard error, writes nothing, and
+exits with status 2; an interrupt exits with 130.
 
 Modules
 -------

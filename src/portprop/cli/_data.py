@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
-from portprop.cli._common import _UserError
-from portprop.datasets import load_csv, load_digits, load_npz, make_disk
+from portprop.cli._common import PROG, _UserError
+from portprop.datasets import csv_columns, load_csv, load_digits, load_npz, make_disk
 from portprop.training.validation import require_features, require_finite, require_samples
 
 
@@ -91,45 +91,90 @@ def _check_data(data: _Data) -> None:
         require_finite(y, f"{data.name} (labels)")
 
 
-def _predict_features(args: argparse.Namespace, n_features: int) -> np.ndarray[Any, Any]:
+def _is_none(label_column: int | str | None) -> bool:
+    return isinstance(label_column, str) and label_column.lower() == "none"
+
+
+def _which_column(j: int, count: int, names: list[str] | None) -> str:
+    """Column ``j`` of ``count`` as the user sees it: "the last column ('label')"."""
+    where = {0: "the first column", count - 1: "the last column"}.get(j, f"column {j}")
+    return where + (f" ({names[j][:40]!r})" if names is not None else "")
+
+
+def _trained_column(trained: int | str, count: int, names: list[str] | None) -> int:
+    """The training run's label column in a file of ``count`` columns, else the last."""
+    if isinstance(trained, str):
+        return names.index(trained) if names is not None and trained in names else count - 1
+    return trained % count if -count <= trained < count else count - 1
+
+
+def _csv_features(
+    source: str, label_column: int | str | None, n_features: int, trained: int | str, err: TextIO
+) -> np.ndarray[Any, Any]:
+    """The features of a CSV file for a model of ``n_features`` inputs: every column, or
+    every column but the label column (see ``portprop predict --help``); ``trained`` is
+    the label column of the training run, taken when ``label_column`` is ``None``."""
+    count, names = csv_columns(source)
+    shown = f"{count} column{'s' if count != 1 else ''}"
+    if _is_none(label_column) or (label_column is None and count == n_features):
+        if count != n_features:
+            msg = (
+                f"{source} has {shown}, but the model takes {n_features} features "
+                "(--label-column none: every column is a feature)"
+            )
+            raise _UserError(msg)
+        X, _ = load_csv(source, label_column=None)
+        return X
+    if count != n_features + 1:
+        if label_column is None:
+            hint = " (give those, or those and a label column)" if count > n_features else ""
+            msg = (
+                f"{source} has {shown}, but the model takes {n_features} feature"
+                f"{'s' if n_features != 1 else ''}{hint}"
+            )
+        else:
+            msg = (
+                f"{source} has {shown}, but with --label-column {label_column} the model "
+                f"needs {n_features + 1}: {n_features} features and the label column"
+            )
+        raise _UserError(msg)
+    if label_column is not None:
+        X, _ = load_csv(source, label_column=label_column)
+    else:
+        j = _trained_column(trained, count, names)
+        X, _ = load_csv(source, label_column=j)
+        err.write(
+            f"{PROG}: note: {source}: {shown} for a model of {n_features} features: "
+            f"{_which_column(j, count, names)} taken as the label column and ignored "
+            "(--label-column none refuses such a file)\n"
+        )
+    return X
+
+
+def _predict_features(
+    args: argparse.Namespace, n_features: int, trained_label: int | str, err: TextIO
+) -> np.ndarray[Any, Any]:
+    """The features ``predict`` reads from ``args.input``, float64 ``(samples, n_features)``."""
     path = Path(args.input)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if args.features_key not in archive.files:
-                msg = (
-                    f"{args.input}: no array named {args.features_key!r}; the archive holds "
-                    f"{archive.files} (choose with --features-key)"
-                )
-                raise _UserError(msg)
-            X = archive[args.features_key]
+        try:
+            X, _ = load_npz(path, features=args.features_key, labels=None)
+        except KeyError as exc:
+            msg = f"{exc.args[0]} (choose with --features-key)"
+            raise _UserError(msg) from None
     elif suffix == ".csv":
-        # load_csv splits off one column: the label column if the file has one ...
-        X, _ = load_csv(path, label_column=args.label_column)
-        columns = X.shape[1] + 1
-        if columns == n_features:  # ... else a feature: take every column, in order
-            X, last = load_csv(path, label_column=-1)
-            if last.dtype.kind not in "biuf":
-                msg = f"{args.input}: the last column holds {last[0]!r}, not a number"
-                raise _UserError(msg)
-            X = np.concatenate([X, last.astype(np.float64).reshape(-1, 1)], axis=1)
-        elif columns != n_features + 1:
-            msg = (
-                f"{args.input} has {columns} columns, but the model takes {n_features} "
-                f"features (give those, or those and a label column)"
-            )
-            raise _UserError(msg)
+        X = _csv_features(args.input, args.label_column, n_features, trained_label, err)
     elif path.exists():
         msg = f"{args.input!r}: cannot read {suffix or 'a file without suffix'}: expected .csv or .npz"
         raise _UserError(msg)
     else:
         raise FileNotFoundError(2, "No such file or directory", args.input)
-    if X.ndim != 2 or X.shape[1] != n_features or X.dtype.kind not in "biuf":
+    if X.shape[1] != n_features:
         msg = (
             f"{args.input}: expected numeric features of shape (samples, {n_features}), got "
-            f"shape {X.shape} and dtype {X.dtype}"
+            f"shape {X.shape}"
         )
         raise _UserError(msg)
-    features: np.ndarray[Any, Any] = X.astype(np.float64)
-    require_finite(features, args.input)
-    return features
+    require_finite(X, args.input)
+    return X

@@ -15,6 +15,11 @@ from portprop.cli._task import _load_saved
 from portprop.datasets import train_test_split
 from portprop.training import evaluate
 
+#: The most disk points that ``evaluate`` draws because a checkpoint records them (its
+#: ``extra`` is read from a file, so a damaged one could ask for any number); a larger
+#: ``--samples`` given on the command line is the user's choice.
+_MAX_RECORDED_SAMPLES = 10_000_000
+
 
 def _same_source(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     keys = ("dataset", "path", "samples", "seed", "label_column", "features_key", "labels_key")
@@ -23,9 +28,14 @@ def _same_source(saved: dict[str, Any], current: dict[str, Any]) -> bool:
 
 def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     saved = _load_saved(args.model, args.backend, err)
-    recorded = saved.extra.get("data") or {}
-    split = saved.extra.get("split")
+    recorded, split = saved.source, saved.split
     samples = args.samples or recorded.get("samples") or DEFAULTS["samples"]
+    if args.dataset == "disk" and args.samples is None and samples > _MAX_RECORDED_SAMPLES:
+        msg = (
+            f"{args.model}: the checkpoint records {samples} disk points, more than the "
+            f"{_MAX_RECORDED_SAMPLES} that evaluate draws again by itself: pass --samples"
+        )
+        raise _UserError(msg)
     seed = args.seed
     if seed is None:
         seed = recorded.get("seed", DEFAULTS["seed"]) if recorded.get("dataset") == "disk" else 0
@@ -49,7 +59,7 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     X, y = data.X, data.y
     label = "all"
     if which == "test":
-        if not isinstance(split, dict):
+        if split is None:
             msg = f"{args.model!r} records no train/test split; use --split all"
             raise _UserError(msg)
         _, X, _, y = train_test_split(

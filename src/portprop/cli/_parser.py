@@ -315,15 +315,20 @@ def _add_predict(commands: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="a checkpoint written by 'portprop train'")
     p.add_argument("input", metavar="INPUT", help="a .csv or .npz file of samples")
     p.add_argument(
-        "--output", "-o", metavar="OUT.csv", help="write here (atomically) instead of stdout"
+        "--output",
+        "-o",
+        metavar="OUT.csv",
+        help="write the CSV here ('-': standard output, the default); a regular file is "
+        "replaced atomically, a device, pipe or link to one is written through",
     )
     p.add_argument(
         "--label-column",
         type=_column,
-        default=-1,
         metavar="COLUMN",
-        help="CSV: the column to drop when INPUT has one more column than the model has "
-        "features" + _DEFAULT,
+        help="CSV: INPUT's label column, which is ignored: by position (negative from the "
+        "end) or name; 'none': INPUT has no label column (default: a file with one column "
+        "more than the model's features has the training run's label column, else the "
+        "last, and a note on standard error says so)",
     )
     p.add_argument(
         "--features-key", default="X", metavar="KEY", help="NPZ: the features array" + _DEFAULT

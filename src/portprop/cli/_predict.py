@@ -57,10 +57,12 @@ def _number(v: Any) -> str:
 
 
 def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.output:
+    to_file = args.output not in (None, "-")
+    if to_file:
         _check_parent(args.output, "--output")
     saved = _load_saved(args.model, args.backend, err)
-    X = _predict_features(args, saved.n_features)
+    trained_label = saved.source.get("label_column", -1)
+    X = _predict_features(args, saved.n_features, trained_label, err)
     features = X if saved.standardizer is None else saved.standardizer.transform(X)
     model = saved.checkpoint.model
     outputs = np.asarray(
@@ -71,7 +73,7 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    if args.output:
+    if to_file:
         data = text.getvalue().encode("utf-8")
         write_atomically(args.output, lambda f: f.writelines([data]))
     else:

@@ -7,14 +7,17 @@ and ``predict`` read it back, with the standardization, from the checkpoint that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import reprlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
 from portprop.cli._common import LOSSES, PROG, WRITTEN_BY, _UserError
 from portprop.datasets import Standardizer
+from portprop.errors import CheckpointError
 from portprop.io import Checkpoint, load
 from portprop.layers import Linear
 from portprop.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
@@ -108,13 +111,14 @@ def _task_for_training(loss: str, y: np.ndarray[Any, Any]) -> _Task:
 
 @dataclass
 class _Saved:
-    """A checkpoint and what ``portprop train`` stored beside the model."""
+    """A checkpoint and what ``portprop train`` stored beside the model, checked."""
 
     checkpoint: Checkpoint
     task: _Task
     standardizer: Standardizer | None
     n_features: int
-    extra: dict[str, Any]
+    source: dict[str, Any]  # how the data were loaded (extra["data"]); {} if not recorded
+    split: dict[str, Any] | None  # how they were split (extra["split"])
 
 
 def _linears(model: Module) -> list[Linear]:
@@ -140,25 +144,113 @@ def _load_saved(path: str, backend: str | None, err: TextIO) -> _Saved:
             task = _Task("cross_entropy", list(range(n_outputs)), n_outputs)
         else:
             task = _Task("mse", None, 1)
-        return _Saved(ckpt, task, None, n_features, {})
+        return _Saved(ckpt, task, None, n_features, {}, None)
+    check = _ExtraCheck(path, extra)
     try:
-        standardizer = Standardizer.from_dict(extra["standardizer"])
-        loss, classes = extra["loss"], extra["classes"]
-    except (KeyError, TypeError, ValueError) as exc:
-        msg = f"{path!r}: the standardization stored in the checkpoint is unusable ({exc})"
-        raise _UserError(msg) from None
-    expected = None if classes is None else 1 if loss == "bce" else len(classes)
-    if (
-        loss not in LOSSES
-        or not (classes is None or isinstance(classes, list))
-        or (expected is not None and expected != n_outputs)
-        or (classes is None and n_outputs != 1)
-        or standardizer.mean_ is None
-        or standardizer.mean_.shape[0] != n_features
-    ):
+        standardizer = Standardizer.from_dict(extra.get("standardizer"))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        check.fail("['standardizer']", f"usable statistics ({exc})")
+    if standardizer.mean_ is None or standardizer.mean_.shape[0] != n_features:
+        length = None if standardizer.mean_ is None else standardizer.mean_.shape[0]
+        check.fail("['standardizer']", f"the statistics of {n_features} features", length)
+    task = _Task(check.loss(), check.classes(n_outputs), n_outputs)
+    return _Saved(ckpt, task, standardizer, n_features, check.source(), check.split())
+
+
+def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value < high)
+    )
+
+
+def _is_label(value: Any) -> bool:
+    """A class label as JSON holds it: a string, a bool, an int or a finite float."""
+    return isinstance(value, str | int) or (isinstance(value, float) and math.isfinite(value))
+
+
+#: Seeds as ``portprop train`` takes them: what every backend's generator accepts.
+_SEED_BOUND = 2**63
+_SEED = "an int in [0, 2**63)"
+
+#: The entries of ``extra["data"]`` and ``extra["split"]``: a check and what it expects.
+_SOURCE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "dataset": (lambda v: v in ("disk", "digits", "file"), "'disk', 'digits' or 'file'"),
+    "samples": (lambda v: _is_int(v, 2), "an int >= 2"),
+    "seed": (lambda v: _is_int(v, 0, _SEED_BOUND), _SEED),
+    "path": (lambda v: isinstance(v, str), "a str"),
+    "label_column": (lambda v: isinstance(v, str) or _is_int(v, -_SEED_BOUND), "an int or a str"),
+    "features_key": (lambda v: isinstance(v, str), "a str"),
+    "labels_key": (lambda v: isinstance(v, str), "a str"),
+}
+_SPLIT_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "test_size": (
+        lambda v: _is_int(v, 1) or (isinstance(v, float) and 0.0 < v < 1.0),
+        "a fraction in (0, 1) or an int >= 1",
+    ),
+    "stratify": (lambda v: isinstance(v, bool), "a bool"),
+    "seed": (lambda v: _is_int(v, 0, _SEED_BOUND), _SEED),
+}
+
+
+class _ExtraCheck:
+    """The checks of the ``extra`` that ``portprop train`` wrote: JSON from a file, which
+    may hold anything; each error names the file and the entry, with a bounded repr."""
+
+    def __init__(self, path: str, extra: dict[str, Any]) -> None:
+        self.path, self.extra = path, extra
+
+    def fail(self, key: str, expected: str, value: Any = ...) -> NoReturn:
+        got = "" if value is ... else f", got {reprlib.repr(value)}"
         msg = (
-            f"{path!r}: the checkpoint's extra (loss {loss!r}, classes, standardizer) does "
-            f"not fit its model of {n_features} inputs and {n_outputs} outputs"
+            f"{self.path}: the checkpoint's extra{key} must be {expected}{got}: the metadata "
+            f"that '{WRITTEN_BY}' wrote beside the model is damaged"
         )
-        raise _UserError(msg)
-    return _Saved(ckpt, _Task(loss, classes, n_outputs), standardizer, n_features, extra)
+        raise CheckpointError(msg)
+
+    def loss(self) -> str:
+        loss = self.extra.get("loss")
+        if not (isinstance(loss, str) and loss in LOSSES):
+            self.fail("['loss']", f"one of {LOSSES}", loss)
+        return loss
+
+    def classes(self, n_outputs: int) -> list[Any] | None:
+        loss, classes = self.extra.get("loss"), self.extra.get("classes")
+        if classes is None:
+            if n_outputs != 1 or loss != "mse":
+                self.fail("['classes']", f"the class labels of a {loss} classifier")
+            return None
+        expected = 2 if loss == "bce" else n_outputs
+        if loss == "bce" and n_outputs != 1:
+            self.fail("['loss']", f"'cross_entropy' or 'mse' for {n_outputs} outputs")
+        if not (isinstance(classes, list) and len(classes) == expected):
+            self.fail("['classes']", f"a list of {expected} class labels", classes)
+        if not all(_is_label(c) for c in classes) or len(set(classes)) != len(classes):
+            what = "distinct strings, ints or finite floats"
+            self.fail("['classes']", what, classes)
+        return classes
+
+    def _entries(
+        self, name: str, rules: dict[str, tuple[Callable[[Any], bool], str]], required: bool
+    ) -> dict[str, Any]:
+        entries = self.extra.get(name)
+        if not isinstance(entries, dict):
+            self.fail(f"[{name!r}]", "a dict", entries)
+        for key, (ok, expected) in rules.items():
+            if key in entries and not ok(entries[key]):
+                self.fail(f"[{name!r}][{key!r}]", expected, entries[key])
+            if required and key not in entries:
+                self.fail(f"[{name!r}]", f"a dict with {key!r}", entries)
+        return entries
+
+    def source(self) -> dict[str, Any]:
+        if self.extra.get("data") is None:
+            return {}
+        return self._entries("data", _SOURCE_RULES, required=False)
+
+    def split(self) -> dict[str, Any] | None:
+        if self.extra.get("split") is None:
+            return None
+        return self._entries("split", _SPLIT_RULES, required=True)

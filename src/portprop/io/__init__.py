@@ -10,9 +10,10 @@ layers but nothing of training.  Its modules:
   layers (used by the checkpoints; no public names).
 - :mod:`portprop.io.safetensors`: the safetensors file format alone, with its limits
   and checks (:func:`read_safetensors`, :func:`write_safetensors`,
-  :data:`MAX_HEADER_BYTES`).
+  :data:`MAX_HEADER_BYTES`, :data:`MAX_TENSORS`).
 - :mod:`portprop.io.atomic`: atomic file writes (``write_atomically``), shared by
-  checkpoints, plots and the command line.
+  checkpoints, plots and the command line; it writes through character devices and
+  FIFOs, and keeps symbolic links.
 - :mod:`portprop.io.torch_interop`: a model's parameters as a torch ``state_dict`` and
   back (:func:`to_torch_state_dict`, :func:`from_torch_state_dict`).
 """
@@ -27,12 +28,18 @@ from portprop.io.checkpoint import (
     restore_rng,
     save,
 )
-from portprop.io.safetensors import MAX_HEADER_BYTES, read_safetensors, write_safetensors
+from portprop.io.safetensors import (
+    MAX_HEADER_BYTES,
+    MAX_TENSORS,
+    read_safetensors,
+    write_safetensors,
+)
 from portprop.io.torch_interop import from_torch_state_dict, to_torch_state_dict
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_HEADER_BYTES",
+    "MAX_TENSORS",
     "Checkpoint",
     "from_torch_state_dict",
     "load",

@@ -2,6 +2,27 @@
 
 :func:`write_atomically` is shared by checkpoints, plots and the command line; it
 raises the ``OSError`` as it came, for each caller to explain.
+
+Atomic replacement is for regular files and new paths.  What :func:`write_atomically`
+does with each kind of path (as editors and ``cp`` do):
+
+- a new path, or a regular file: a new file is written beside it and renamed onto it,
+  atomically (see :func:`write_atomically`);
+- a symbolic link to a regular file, or to a path where nothing is: the file it leads
+  to (its real path) is written atomically, in that file's directory, and the link
+  stays a link;
+- a character device (``/dev/null``, a terminal) or a FIFO, or a link to one
+  (``/dev/stdout``, ``/proc/self/fd/1``): written through, that is opened for writing
+  (a FIFO waits for its reader) and written, with no temporary file and no rename, so
+  not atomically; the node stays;
+- a link that leads to no path (``/proc/self/fd/N`` of a deleted file): written
+  through, truncated first, as ``open(path, "wb")`` would;
+- a directory: refused, :class:`IsADirectoryError`; a block device or a socket:
+  refused, :class:`NotARegularFileError`.
+
+Nothing is written where a path is refused.  A program that writes to its standard
+output (``--output -``) writes to ``sys.stdout.buffer`` itself; a path such as
+``/dev/stdout`` works here too, as the cases above say.
 """
 
 from __future__ import annotations
@@ -17,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["STALE_TEMPORARY_SECONDS", "write_atomically"]
+__all__ = ["STALE_TEMPORARY_SECONDS", "NotARegularFileError", "write_atomically"]
 
 #: A hidden temporary file of the same target that has not been modified for this many
 #: seconds is taken to be left by a writer that was killed, and removed by the next
@@ -37,6 +58,31 @@ _CANNOT_LINK = frozenset(
     {errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 )
 _ATTEMPTS = 100
+
+
+class NotARegularFileError(OSError):
+    """The path names a block device or a socket, which :func:`write_atomically` does
+    not write to (nor replace)."""
+
+
+_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _file_kind(mode: int) -> str:
+    """``"a FIFO (named pipe)"``, ``"a directory"``, ...: the kind of file ``mode`` (an
+    ``st_mode``) describes."""
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "a file of an unknown kind"
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
@@ -66,6 +112,9 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], N
     been modified for :data:`STALE_TEMPORARY_SECONDS` (15 minutes); a younger one may
     belong to a writer that is still at work, and is left alone.
 
+    This is for a new path or a regular file; a symbolic link, a character device, a
+    FIFO and the paths that are refused are as the module docstring says.
+
     Parameters
     ----------
     path : str or path-like
@@ -78,8 +127,70 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], N
     OSError
         As raised (``PermissionError``, ``ENOSPC``, ``EROFS``, ...), for the caller to
         explain; ``path`` and its directory are then as they were.
+        :class:`IsADirectoryError` for a directory, :class:`NotARegularFileError` for a
+        block device or a socket, before anything is written.
     """
     target = Path(os.fspath(path))
+    mode = _mode(target)
+    if mode is not None and not stat.S_ISREG(mode) and _write_through(target, mode, write):
+        return
+    real = _real_path(target)
+    if real is None:
+        _write_through(target, stat.S_IFREG, write, truncate=True)
+        return
+    _replace(real, write)
+
+
+def _mode(path: Path) -> int | None:
+    """The ``st_mode`` of what ``path`` leads to, or ``None`` if there is nothing."""
+    try:
+        return path.stat().st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _write_through(
+    path: Path, mode: int, write: Callable[[BinaryIO], None], *, truncate: bool = False
+) -> bool:
+    """Open ``path`` (a character device, a FIFO: ``mode``) and call ``write`` on it;
+    ``False``, having written nothing, if it has become a regular file meanwhile."""
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        problem = (
+            f"it is {_file_kind(mode)}, which portprop does not write to (it writes regular "
+            "files, and writes through character devices and FIFOs)"
+        )
+        raise NotARegularFileError(errno.EINVAL, problem, os.fspath(path))
+    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags | (os.O_TRUNC if truncate else 0))  # a FIFO waits for a reader
+    try:
+        if not truncate and stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            write(f)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _real_path(path: Path) -> Path | None:
+    """The file a symbolic link leads to (``path`` itself if it is not a link), where the
+    new file goes; ``None`` for a link that names no path (``/proc/self/fd/N`` of a
+    deleted file, of an anonymous file)."""
+    if not path.is_symlink():
+        return path
+    real = Path(os.path.realpath(path))
+    if not path.exists():  # a dangling link: its target is created, as editors do
+        return real
+    try:
+        return real if path.samefile(real) else None
+    except OSError:
+        return None
+
+
+def _replace(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``target`` (a regular file, or a new one) atomically."""
     fd = _open_anonymous(target.parent)
     if fd is None:
         _write_named(target, write)

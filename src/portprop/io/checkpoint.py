@@ -23,29 +23,41 @@ tensor or ``__metadata__`` key     content
 ``"rng"``                          JSON: the global host generator's state and each
                                    dropout layer's generator state
 ``"portprop.version"``             the portprop that wrote the file
-``"portprop.data_sha256"``         the SHA-256 of the data section, 64 hex digits
-                                   (written by :func:`.write_safetensors`; checked and
-                                   removed from the metadata by
-                                   :func:`.read_safetensors`)
+``"portprop.sha256"``              the SHA-256 of the header (without this entry) and
+                                   the data, 64 hex digits (written by
+                                   :func:`.write_safetensors`; checked and removed
+                                   from the metadata by :func:`.read_safetensors`;
+                                   older files hold ``"portprop.data_sha256"``, of the
+                                   data alone: see :mod:`portprop.io.safetensors`)
 =================================  ===================================================
 
-Guarantees (with those of :mod:`portprop.io.safetensors`: a strict reader that never
-unpickles, a digest of the data, atomic writes):
+Guarantees (with those of :mod:`portprop.io.safetensors`: a strict reader of regular
+files that never unpickles, a digest of the header and the data, atomic writes):
 
-- Every parameter and every floating array of the optimizer's state is finite: a
-  checkpoint with a NaN or an infinity is corrupt, so :func:`load` and
-  :func:`load_into` refuse it, and :func:`save` refuses to write one (which would
-  replace a good checkpoint with a useless one).
+- Everything the header says is checked before any data is read: the metadata, the
+  tensors' names, dtypes and shapes against the architecture (:func:`load`) or the
+  model and the optimizer (:func:`load_into`), the layers fitting together; so a file
+  that says one thing and holds another is refused for the price of its header.
+- Every parameter and every floating array of the optimizer's state is finite, and
+  stays finite in the dtype it is loaded in: a checkpoint with a NaN or an infinity is
+  corrupt, so :func:`load` and :func:`load_into` refuse it, and :func:`save` refuses to
+  write one (which would replace a good checkpoint with a useless one); a float64
+  value beyond float32's range (1e39) is refused when loading in float32, where it
+  would become infinite.
+- :func:`save` refuses, before writing anything, ``extra`` (and the optimizer's
+  state) holding a reference cycle or lists and dicts nested more than 100 deep, and
+  models nesting ``Sequential`` more than 32 deep: data that a checkpoint cannot hold.
 - Arrays pass through host memory, so a checkpoint written from any backend loads on
   any other with bit-identical values (for the same dtype).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -67,8 +79,23 @@ from portprop.io.architecture import (
     _named_modules,
     _spec_problem,
     _Unbuildable,
+    _width_problem,
 )
-from portprop.io.safetensors import PathLike, _bad, _is_int, read_safetensors, write_safetensors
+from portprop.io.safetensors import (
+    _LISTED,
+    _NAME_CHARS,
+    PathLike,
+    _bad,
+    _is_int,
+    _joined,
+    _listed,
+    _open_safetensors,
+    _quoted,
+    _Reader,
+    _shown,
+    _Values,
+    write_safetensors,
+)
 from portprop.module import Module, Sequential
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "load", "load_into", "restore_rng", "save"]
@@ -86,22 +113,64 @@ _OPTIMIZER_PREFIX = "optimizer.state."
 # --------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with NumPy scalars and arrays turned into Python numbers and lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+_MAX_DEPTH = 100  # lists and dicts within each other, in the JSON data a checkpoint holds
+
+
+def _plain(value: Any, what: str) -> Any:
+    """``value`` with NumPy scalars and arrays turned into Python numbers and lists.
+
+    Raises ``ValueError`` naming ``what`` (``"extra"``, ...) for a list or dict that
+    contains itself, or for lists and dicts nested more than 100 deep, which JSON
+    cannot hold (``json.dumps`` would loop, or raise ``RecursionError``).
+    """
+    inside: dict[int, int] = {}  # id of each list or dict being converted -> its depth
+    keys: list[Any] = []  # the keys and indices that lead to the value being converted
+
+    def where(depth: int) -> str:
+        steps = "".join(f"[{_shown(key)}]" for key in keys[: min(depth, 8)])
+        return what + steps + ("..." if depth > 8 else "")
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return convert(value.tolist()) if value.dtype.hasobject else value.tolist()
+        if not isinstance(value, Mapping | list | tuple):
+            return value
+        if id(value) in inside:
+            msg = (
+                f"{what} holds a reference cycle: {where(len(keys))} is {where(inside[id(value)])} "
+                "itself, which contains it; JSON cannot hold a cycle"
+            )
+            raise ValueError(msg)
+        if len(keys) >= _MAX_DEPTH:
+            msg = (
+                f"{what} is nested deeper than {_MAX_DEPTH} lists and dicts (at "
+                f"{where(len(keys))}); a checkpoint holds JSON data nested at most "
+                f"{_MAX_DEPTH} deep"
+            )
+            raise ValueError(msg)
+        inside[id(value)] = len(keys)
+        if isinstance(value, Mapping):
+            result: Any = {str(key): step(key, item) for key, item in value.items()}
+        else:
+            result = [step(i, item) for i, item in enumerate(value)]
+        del inside[id(value)]
+        return result
+
+    def step(key: Any, item: Any) -> Any:
+        keys.append(key)
+        converted = convert(item)
+        keys.pop()
+        return converted
+
+    return convert(value)
 
 
 def _dumps(value: Any, what: str) -> str:
+    plain = _plain(value, what)
     try:
-        return json.dumps(_plain(value), separators=(",", ":"))
+        return json.dumps(plain, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         msg = f"{what} must be JSON-serializable (numbers, strings, lists, dicts): {exc}"
         raise TypeError(msg) from None
@@ -156,6 +225,11 @@ def save(
         read-only file system, no space left, ...), or if a parameter or an array of
         the optimizer's state holds a NaN or an infinity; an earlier file at ``path``
         is left intact.
+    TypeError, ValueError
+        If ``extra`` (or the optimizer's state) is not JSON data, holds a reference
+        cycle, nests lists and dicts more than 100 deep, or makes a header larger than
+        readers accept (:data:`~portprop.io.MAX_HEADER_BYTES`), or if the model nests
+        ``Sequential`` more than 32 deep; nothing is written.
     """
     if not isinstance(model, Module):
         msg = f"model must be a portprop Module, got {type(model).__name__}"
@@ -285,15 +359,20 @@ class Checkpoint:
 
 @dataclass
 class _Contents:
+    """What a checkpoint's header says (checked), and then its arrays (``params``, and
+    the optimizer's arrays in ``optimizer``) once :func:`_read_data` has read them."""
+
     version: int
     container: str
     architecture: list[dict[str, Any]]
     dtype: str
-    params: dict[str, np.ndarray[Any, Any]]
-    optimizer: dict[str, Any] | None
+    shapes: dict[str, tuple[int, ...]]  # of the parameters, by their names in the model
+    optimizer: dict[str, Any] | None  # its arrays are put in by _read_data
+    optimizer_tensors: list[tuple[int, str, str]]  # (parameter index, state name, tensor)
     epoch: int | None
     extra: Any
     rng: dict[str, Any] | None
+    params: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
 
     def checkpoint(
         self, model: Module, optimizer_state: dict[str, Any] | None, path: PathLike
@@ -312,17 +391,27 @@ class _Contents:
         )
 
 
-def _read(path: PathLike) -> _Contents:
-    tensors, metadata = read_safetensors(path)
+@contextlib.contextmanager
+def _checkpoint_file(path: PathLike) -> Iterator[tuple[_Reader, _Contents]]:
+    """The checkpoint at ``path``, open, with what its header says, checked; no data has
+    been read: the caller checks that it fits, then calls :func:`_read_data`."""
+    with _open_safetensors(path) as reader:
+        yield reader, _header_contents(reader, path)
+
+
+def _header_contents(reader: _Reader, path: PathLike) -> _Contents:
+    metadata = reader.metadata
     version = _check_version(metadata, path)
     container = metadata.get("container", "Sequential")
     if container not in ("Sequential", "layer"):
-        raise _bad(path, f"metadata 'container' must be 'Sequential' or 'layer', got {container!r}")
+        raise _bad(
+            path, f"metadata 'container' must be 'Sequential' or 'layer', got {_quoted(container)}"
+        )
     if "architecture" not in metadata:
         raise _bad(path, "the metadata has no 'architecture'")
     specs = _loads(metadata, "architecture", path)
     if not isinstance(specs, list) or not specs:
-        raise _bad(path, f"the architecture must be a non-empty JSON list, got {specs!r:.200}")
+        raise _bad(path, f"the architecture must be a non-empty JSON list, got {_shown(specs)}")
     if container == "layer" and len(specs) != 1:
         raise _bad(path, f"a lone layer's architecture must hold one spec, got {len(specs)}")
     for i, spec in enumerate(specs):
@@ -331,27 +420,27 @@ def _read(path: PathLike) -> _Contents:
             raise _bad(path, f"the architecture is malformed: {problem}")
     dtype = metadata.get("dtype", "")
     if dtype not in ("float32", "float64"):
-        raise _bad(path, f"metadata 'dtype' must be 'float32' or 'float64', got {dtype!r}")
+        raise _bad(path, f"metadata 'dtype' must be 'float32' or 'float64', got {_quoted(dtype)}")
 
-    params: dict[str, np.ndarray[Any, Any]] = {}
-    optimizer_arrays: dict[str, np.ndarray[Any, Any]] = {}
-    for name, array in tensors.items():
+    shapes: dict[str, tuple[int, ...]] = {}
+    optimizer_tensors: dict[str, str] = {}
+    for tensor in reader.tensors:
+        name = tensor.name
         if name.startswith(_MODEL_PREFIX):
-            if array.dtype.kind != "f":
-                raise _bad(path, f"parameter {name!r:.100} has dtype {array.dtype}, not a float")
-            params[name.removeprefix(_MODEL_PREFIX)] = array
+            if tensor.dtype.kind != "f":
+                problem = f"parameter {_quoted(name)} has dtype {tensor.dtype}, not a float"
+                raise _bad(path, problem)
+            shapes[name.removeprefix(_MODEL_PREFIX)] = tensor.shape
         elif name.startswith(_OPTIMIZER_PREFIX):
-            optimizer_arrays[name.removeprefix(_OPTIMIZER_PREFIX)] = array
+            optimizer_tensors[name.removeprefix(_OPTIMIZER_PREFIX)] = name
         else:
-            raise _bad(path, f"unexpected tensor {name!r:.100} (neither 'model.' nor 'optimizer.')")
-        problem = _not_finite(name, array)
-        if problem:
-            raise _bad(path, f"{problem}: the file is corrupt")
-    optimizer = _read_optimizer(metadata, optimizer_arrays, path)
+            problem = f"unexpected tensor {_quoted(name)} (neither 'model.' nor 'optimizer.')"
+            raise _bad(path, problem)
+    optimizer, slots = _read_optimizer(metadata, optimizer_tensors, path)
 
     epoch = _loads(metadata, "epoch", path)
     if epoch is not None and not _is_int(epoch):
-        raise _bad(path, f"metadata 'epoch' must be an int, got {metadata['epoch']!r:.200}")
+        raise _bad(path, f"metadata 'epoch' must be an int, got {_shown(metadata['epoch'])}")
     rng = _loads(metadata, "rng", path)
     if rng is not None and not (isinstance(rng, dict) and isinstance(rng.get("layers", {}), dict)):
         raise _bad(path, "metadata 'rng' must be an object with a 'layers' object")
@@ -360,11 +449,65 @@ def _read(path: PathLike) -> _Contents:
         container=container,
         architecture=specs,
         dtype=dtype,
-        params=params,
+        shapes=shapes,
         optimizer=optimizer,
+        optimizer_tensors=slots,
         epoch=epoch,
         extra=_loads(metadata, "extra", path),
         rng=rng,
+    )
+
+
+def _read_data(reader: _Reader, contents: _Contents, dtype: Any, path: PathLike) -> None:
+    """Read the checkpoint's arrays into ``contents``, once its data has been checked:
+    its digest, finite values, and values within the range of ``dtype``, the floating
+    dtype they will be loaded in."""
+    values = reader.check(values=True)
+    for name, summary in values.items():
+        if summary.nan or summary.inf:
+            shape = next(t.shape for t in reader.tensors if t.name == name)
+            raise _bad(
+                path, f"{_non_finite(name, shape, summary.nan, summary.inf)}: the file is corrupt"
+            )
+    _check_range(values, dtype, path)
+    arrays = reader.arrays()
+    contents.params = {
+        name.removeprefix(_MODEL_PREFIX): array
+        for name, array in arrays.items()
+        if name.startswith(_MODEL_PREFIX)
+    }
+    if contents.optimizer is not None:
+        for i, key, tensor in contents.optimizer_tensors:
+            contents.optimizer["state"][i][key] = arrays[tensor]
+
+
+def _check_range(values: Mapping[str, _Values], dtype: Any, path: PathLike) -> None:
+    """Raise unless every floating tensor's values stay finite in ``dtype``, the dtype
+    they are loaded in (float64's 1e39 is infinity in float32)."""
+    name = dtype_name(dtype)
+    host = np.dtype(name)
+    largest = np.array([summary.largest for summary in values.values()], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        over = ~np.isfinite(largest.astype(host))
+    if not over.any():
+        return
+    tensors = [tensor for tensor, bad in zip(values, over, strict=True) if bad]
+    first = tensors[0]
+    others = f" (and {len(tensors) - 1} more tensors)" if len(tensors) > 1 else ""
+    msg = (
+        f"cannot load checkpoint {os.fspath(path)!r} in {name} (nothing was loaded): tensor "
+        f"{_quoted(first)} holds a value of magnitude {values[first].largest:.6g}{others}, "
+        f"beyond the largest finite {name} ({float(np.finfo(host).max):.8g}): it would load "
+        "as infinity; load it in float64 (load(..., dtype='float64'), or load_into a float64 "
+        "model)"
+    )
+    raise CheckpointError(msg)
+
+
+def _non_finite(name: str, shape: tuple[int, ...], nan: int, inf: int) -> str:
+    return (
+        f"tensor {_quoted(name)} of shape {shape} holds {nan} NaN and {inf} infinite values; "
+        "expected finite values only"
     )
 
 
@@ -377,10 +520,7 @@ def _not_finite(name: str, array: np.ndarray[Any, Any]) -> str | None:
         return None
     bad = array[~finite]
     nan = int(np.isnan(bad).sum())
-    return (
-        f"tensor {name!r:.100} of shape {tuple(array.shape)} holds {nan} NaN and "
-        f"{bad.size - nan} infinite values; expected finite values only"
-    )
+    return _non_finite(name, tuple(array.shape), nan, bad.size - nan)
 
 
 def _index(text: str) -> int | None:
@@ -409,12 +549,14 @@ def _check_version(metadata: Mapping[str, str], path: PathLike) -> int:
 
 
 def _read_optimizer(
-    metadata: Mapping[str, str], arrays: dict[str, np.ndarray[Any, Any]], path: PathLike
-) -> dict[str, Any] | None:
+    metadata: Mapping[str, str], tensors: Mapping[str, str], path: PathLike
+) -> tuple[dict[str, Any] | None, list[tuple[int, str, str]]]:
+    """The optimizer's state that the metadata holds, and where each of its tensors
+    (``tensors``: ``"<i>.<name>"`` -> tensor name) goes in it."""
     if "optimizer" not in metadata:
-        if arrays:
+        if tensors:
             raise _bad(path, "it has optimizer tensors but no 'optimizer' metadata")
-        return None
+        return None, []
     state = _loads(metadata, "optimizer", path)
     if (
         not isinstance(state, dict)
@@ -423,23 +565,24 @@ def _read_optimizer(
     ):
         raise _bad(path, "metadata 'optimizer' must be an object with a 'state' list of objects")
     per_param: list[dict[str, Any]] = state["state"]
-    for key, array in arrays.items():
+    slots = []
+    for key, tensor in tensors.items():
         index, _, name = key.partition(".")
         i = _index(index)
         if i is None or not name:
-            raise _bad(
-                path, f"tensor {_OPTIMIZER_PREFIX + key!r} is not 'optimizer.state.<i>.<name>'"
-            )
+            raise _bad(path, f"tensor {_quoted(tensor)} is not 'optimizer.state.<i>.<name>'")
         if i >= len(per_param):
             raise _bad(
                 path,
-                f"tensor {_OPTIMIZER_PREFIX + key!r} is for parameter {i}, but the optimizer "
-                f"state has {len(per_param)} entries",
+                f"tensor {_quoted(tensor)} is for parameter {i}, but the optimizer state has "
+                f"{len(per_param)} entries",
             )
         if name in per_param[i]:
-            raise _bad(path, f"optimizer state {i} has {name!r} both as a tensor and in metadata")
-        per_param[i][name] = array
-    return state
+            problem = f"optimizer state {i} has {_quoted(name)} both as a tensor and in metadata"
+            raise _bad(path, problem)
+        per_param[i][name] = None  # the tensor's place, until its data is read
+        slots.append((i, name, tensor))
+    return state, slots
 
 
 def _optimizer_on(state: dict[str, Any], backend: Backend, dtype: Any) -> dict[str, Any]:
@@ -463,9 +606,15 @@ def load(
 ) -> Checkpoint:
     """Read a checkpoint and rebuild its model.
 
+    Everything the file's header says (the tensors' names, dtypes and shapes against
+    the architecture, the layers fitting together) is checked before its data is read;
+    the data is checked (its digest, finite values that ``dtype`` can hold) before the
+    model is built.
+
     Parameters
     ----------
     path : str or path-like
+        A regular file (a FIFO or a device is refused, unopened).
     backend, device : optional
         Where to rebuild the model: the current backend by default (not necessarily the
         one it was saved from: a checkpoint loads on every backend).
@@ -482,21 +631,26 @@ def load(
     Raises
     ------
     CheckpointError
-        If the file is not a valid checkpoint, is of a newer format, or holds a layer
-        that portprop cannot rebuild; the message names the file.
+        If the file is not a valid checkpoint, is of a newer format, holds a layer that
+        portprop cannot rebuild, or holds values beyond the range of ``dtype`` (float64's
+        1e39 in float32); the message names the file.
     """
-    contents = _read(path)
-    target, float_dtype = resolve(backend, device, contents.dtype if dtype is None else dtype)
-    try:
-        expected = _expected_shapes(contents.architecture)
-    except _Unbuildable as exc:
-        msg = f"cannot rebuild the model of checkpoint {os.fspath(path)!r}: {exc}"
-        raise CheckpointError(msg) from None
-    if contents.container == "layer":  # a lone layer's names have no "0." prefix
-        expected = {k.partition(".")[2]: v for k, v in expected.items()}
-    problems = _shape_problems(expected, contents.params, "the architecture")
-    if problems:
-        raise _bad(path, "its tensors do not match its architecture: " + "; ".join(problems))
+    with _checkpoint_file(path) as (reader, contents):
+        target, float_dtype = resolve(backend, device, contents.dtype if dtype is None else dtype)
+        try:
+            expected = _expected_shapes(contents.architecture)
+        except _Unbuildable as exc:
+            msg = f"cannot rebuild the model of checkpoint {os.fspath(path)!r}: {exc}"
+            raise CheckpointError(msg) from None
+        if contents.container == "layer":  # a lone layer's names have no "0." prefix
+            expected = {k.partition(".")[2]: v for k, v in expected.items()}
+        problems = _shape_problems(expected, contents.shapes, "the architecture")
+        if problems:
+            raise _bad(path, "its tensors do not match its architecture: " + _joined(problems))
+        problem = _width_problem(contents.architecture)
+        if problem:
+            raise _bad(path, f"its architecture does not make a model: {problem}")
+        _read_data(reader, contents, float_dtype, path)
     host = host_generator()
     saved = host.bit_generator.state
     try:
@@ -505,13 +659,13 @@ def load(
     except _Unbuildable as exc:
         raise _bad(path, str(exc)) from None
     except (TypeError, ValueError) as exc:  # layers that do not fit together
-        raise _bad(path, f"its architecture does not make a model: {exc}") from None
+        raise _bad(path, f"its architecture does not make a model: {_cut(exc)}") from None
     finally:
         host.bit_generator.state = saved  # building a dropout layer may draw a seed
     try:
         model.load_state_dict(_on_host_as(contents.params, float_dtype))
     except (StateDictError, TypeError, ValueError) as exc:
-        raise _bad(path, f"its tensors do not match its architecture: {exc}") from None
+        raise _bad(path, f"its tensors do not match its architecture: {_cut(exc)}") from None
     optimizer_state = (
         None
         if contents.optimizer is None
@@ -520,24 +674,34 @@ def load(
     return contents.checkpoint(model, optimizer_state, path)
 
 
+def _cut(exc: BaseException) -> str:
+    """An exception's message, cut to 500 characters."""
+    text = str(exc)
+    return text if len(text) <= 500 else text[:500] + f"... ({len(text)} characters)"
+
+
 def _shape_problems(
-    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, Any], expecting: str
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], expecting: str
 ) -> list[str]:
     """Differences between the parameter shapes ``expecting`` (the model, the
-    architecture) has and the checkpoint's tensors."""
+    architecture) has and those of the checkpoint's tensors."""
     problems = []
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     if missing:
-        problems.append(f"{expecting} has parameters that the checkpoint lacks: {missing}")
+        problems.append(f"{expecting} has parameters that the checkpoint lacks: {_listed(missing)}")
     if unexpected:
-        problems.append(f"the checkpoint has parameters that {expecting} lacks: {unexpected}")
+        problems.append(
+            f"the checkpoint has parameters that {expecting} lacks: {_listed(unexpected)}"
+        )
+    wrong = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
     problems.extend(
-        f"parameter {k!r} has shape {tuple(found[k].shape)} in the checkpoint, "
+        f"parameter {_quoted(k)} has shape {tuple(found[k])} in the checkpoint, "
         f"{tuple(expected[k])} in {expecting}"
-        for k in expected
-        if k in found and tuple(found[k].shape) != tuple(expected[k])
+        for k in wrong[:_LISTED]
     )
+    if len(wrong) > _LISTED:
+        problems.append(f"{len(wrong) - _LISTED} more parameters have other shapes")
     return problems
 
 
@@ -552,8 +716,9 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
     """Restore a checkpoint into an existing model (and optimizer), in place.
 
     The model must have the checkpoint's architecture (its dtype and backend may
-    differ: values are converted).  Every difference is checked first: on any, one
-    :class:`CheckpointError` lists them all and nothing is changed.
+    differ: values are converted).  Every difference is checked first, from the file's
+    header alone: on any, one :class:`CheckpointError` lists them (the first ten, and
+    how many more) and nothing is changed, nor is the data read.
 
     Returns
     -------
@@ -565,37 +730,45 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
     ------
     CheckpointError
         If the file is not a valid checkpoint, or does not fit the model or the
-        optimizer (one message lists every difference), or the optimizer refuses the
-        saved state; the model and the optimizer are then exactly as they were.
+        optimizer (one message lists the differences), holds values beyond the range
+        of the model's dtype, or the optimizer refuses the saved state; the model and
+        the optimizer are then exactly as they were.
     """
     if not isinstance(model, Module):
         msg = f"model must be a portprop Module, got {type(model).__name__}"
         raise TypeError(msg)
-    contents = _read(path)
     container, specs = _architecture(model)
-    problems = []
-    if container != contents.container:
-        problems.append(f"the checkpoint holds a {contents.container}, the model is a {container}")
-    problems.extend(_architecture_differences(contents.architecture, specs))
-    own = {name: p.shape for name, p in model.named_parameters()}
-    problems.extend(_shape_problems(own, contents.params, "the model"))
+    with _checkpoint_file(path) as (reader, contents):
+        problems = []
+        if container != contents.container:
+            problems.append(
+                f"the checkpoint holds a {contents.container}, the model is a {container}"
+            )
+        problems.extend(_architecture_differences(contents.architecture, specs))
+        own = {name: p.shape for name, p in model.named_parameters()}
+        problems.extend(_shape_problems(own, contents.shapes, "the model"))
+        if optimizer is not None:
+            problems.extend(_optimizer_problems(contents, optimizer))
+        if problems:
+            msg = (
+                f"checkpoint {os.fspath(path)!r} does not fit this model (nothing was loaded): "
+                + _joined(problems)
+            )
+            raise CheckpointError(msg)
+        _read_data(reader, contents, model.dtype, path)
     optimizer_state = None
-    if optimizer is not None:
-        optimizer_state, optimizer_problems = _check_optimizer(contents, optimizer, model)
-        problems.extend(optimizer_problems)
-    if problems:
-        msg = (
-            f"checkpoint {os.fspath(path)!r} does not fit this model (nothing was loaded): "
-            + "; ".join(problems)
-        )
-        raise CheckpointError(msg)
+    if optimizer is not None and contents.optimizer is not None:
+        optimizer_state = _optimizer_on(contents.optimizer, model.backend, model.dtype)
     # The model first: its load_state_dict converts every array before it assigns any,
     # and the arrays it replaces are kept, to be put back if the optimizer refuses.
     before = [(p, p.data, p.grad) for p in model.parameters()]
     try:
         model.load_state_dict(_on_host_as(contents.params, model.dtype))
     except (StateDictError, TypeError, ValueError) as exc:
-        msg = f"checkpoint {os.fspath(path)!r} does not fit this model (nothing was loaded): {exc}"
+        msg = (
+            f"checkpoint {os.fspath(path)!r} does not fit this model (nothing was loaded): "
+            f"{_cut(exc)}"
+        )
         raise CheckpointError(msg) from exc
     if optimizer is not None:
         try:
@@ -607,31 +780,30 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
                 raise
             msg = (
                 f"checkpoint {os.fspath(path)!r}: {type(optimizer).__name__} refused the saved "
-                f"state (nothing was loaded): {exc}"
+                f"state (nothing was loaded): {_cut(exc)}"
             )
             raise CheckpointError(msg) from exc
     return contents.checkpoint(model, optimizer_state, path)
 
 
-def _check_optimizer(
-    contents: _Contents, optimizer: Any, model: Module
-) -> tuple[dict[str, Any] | None, list[str]]:
+def _optimizer_problems(contents: _Contents, optimizer: Any) -> list[str]:
     if not callable(getattr(optimizer, "load_state_dict", None)):
-        return None, [f"{type(optimizer).__name__} has no load_state_dict()"]
+        return [f"{type(optimizer).__name__} has no load_state_dict()"]
     if contents.optimizer is None:
-        return None, ["the checkpoint holds no optimizer state"]
+        return ["the checkpoint holds no optimizer state"]
     problems = []
     saved_type = contents.optimizer.get("type")
     own_type = type(optimizer).__name__
     if saved_type is not None and saved_type != own_type:
-        problems.append(f"the checkpoint holds {saved_type} state, the optimizer is {own_type}")
+        saved = str(saved_type)[:_NAME_CHARS]
+        problems.append(f"the checkpoint holds {saved} state, the optimizer is {own_type}")
     params = getattr(optimizer, "params", None)
     if params is not None and len(params) != len(contents.optimizer["state"]):
         problems.append(
             f"the checkpoint holds state for {len(contents.optimizer['state'])} parameters, "
             f"the optimizer has {len(params)}"
         )
-    return _optimizer_on(contents.optimizer, model.backend, model.dtype), problems
+    return problems
 
 
 # --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from portprop import optim as _optim
 from portprop.backend import dtype_name, host_generator
 from portprop.module import Module, Parameter
 from portprop.training.callbacks import Callback, History, TrainingState
-from portprop.training.divergence import all_finite, diverged
+from portprop.training.divergence import LastFinite
 from portprop.training.metrics import Totals
 from portprop.training.progress import Progress
 from portprop.training.validation import (
@@ -128,12 +128,18 @@ def fit(
     Raises
     ------
     TrainingDivergedError
-        When the loss or a gradient of a batch is NaN or infinite.  Raised before that
-        batch's optimizer step, so the parameters hold their last finite values; the
-        message names the epoch and the batch, counted from 1.
+        When the loss or a gradient of a batch is NaN or infinite: raised before that
+        batch's optimizer step, so the parameters hold their last finite values.  Or
+        when an optimizer step made a parameter NaN or infinite (a learning rate too
+        large for the gradients): found by the next batch's check, or the check after
+        each epoch's last step, and the parameters are put back to their values from
+        before that step (the optimizer's state keeps the step).  fit never returns with
+        parameters that are not finite.  The message names the epoch and the batch,
+        counted from 1.
     ValueError, TypeError
-        For bad arguments and bad data (see the Notes), before anything is computed:
-        the model and the optimizer are then left unchanged.
+        For bad arguments and bad data (see the Notes), and for a model whose
+        parameters are not finite, before anything is computed: the model and the
+        optimizer are then left unchanged.
 
     Notes
     -----
@@ -169,6 +175,11 @@ def fit(
     The value checks (NaN and infinity, the range of the labels) cost one reduction
     per array and a single host-device synchronization per call, whatever the number
     of arrays; nothing is added to the batches.
+
+    With torch, the epochs run under ``torch.no_grad()`` (portprop computes its own
+    gradients): data that require gradients leave no autograd history in the
+    parameters, and callbacks that need torch's autograd must enable it themselves
+    (``with torch.enable_grad():``).
     """
     run = _FitRun.check(
         model,
@@ -188,10 +199,12 @@ def fit(
         clip_grad_norm=clip_grad_norm,
         verbose=verbose,
     )
+    with run.model.backend.scope():  # refuses parameters that are not finite
+        last_finite = LastFinite(run.model, epochs=run.epochs, batches=run.steps)
     books = _Bookkeeping(run)  # the callbacks' on_train_begin may still refuse the run
 
     # ---- training -----------------------------------------------------------------------
-    model, X, y, epochs, steps = run.model, run.X, run.y, run.epochs, run.steps
+    model, X, y, epochs = run.model, run.X, run.y, run.epochs
     n, batch_size = X.shape[0], run.batch_size
     clip, max_norm, schedule, per_batch = run.clip, run.max_norm, run.schedule, run.per_batch
     state, progress, batch_hooks = books.state, books.progress, books.batch_hooks
@@ -201,7 +214,8 @@ def fit(
     reduction = getattr(loss, "reduction", "mean")
     index_name = dtype_name(index_dtype(backend))
     quiet = backend.quiet
-    with _mode(model, True), backend.scope():  # scope: CuPy computes on the current device
+    # scope: CuPy computes on the backend's device, torch without autograd recording
+    with _mode(model, True), backend.scope():
         try:
             for epoch in range(epochs):
                 books.begin_epoch(epoch)
@@ -210,6 +224,7 @@ def fit(
                     order = backend.asarray(run.generator.permutation(n).astype(index_name))
                 totals = Totals(xp, reduction, run.accuracy)
                 lr_used = math.nan  # set by every step of a per-batch schedule
+                b = 0
                 for b, (start, stop) in enumerate(_batches(n, batch_size)):
                     Xb = _take(xp, X, start, stop, order)
                     yb = _take(xp, y, start, stop, order)
@@ -220,25 +235,18 @@ def fit(
                         value = loss.forward(out, yb)
                         model.zero_grad()
                         model.backward(loss.backward(), input_grad=False)
-                        # The one host-device synchronization per batch, before the step.
+                        # The one host-device synchronization per batch, before the step:
+                        # the loss, the gradients and the parameters the last step left.
                         norm = None
                         if clip is None:
-                            finite = bool(all_finite(xp, value, params))
+                            finite = last_finite.check(value)
                         else:
                             # clip_grad_norm_ returns the total norm before clipping: it
                             # covers the gradients (and it synchronizes already).
                             norm = float(clip(params, max_norm))
-                            finite = math.isfinite(norm) and bool(xp.isfinite(value))
+                            finite = math.isfinite(norm) and last_finite.check(value, grads=False)
                         if not finite:
-                            raise diverged(
-                                model,
-                                value,
-                                norm,
-                                epoch=epoch + 1,
-                                epochs=epochs,
-                                batch=b + 1,
-                                batches=steps,
-                            )
+                            raise last_finite.diverged(value, norm, epoch=epoch + 1, batch=b + 1)
                         optimizer.step()
                     if per_batch:
                         lr_used = optimizer.lr  # the history keeps the last step's lr
@@ -251,6 +259,9 @@ def fit(
                             cb.on_batch_end(b, batch_logs)
                         if state.stop_training:
                             break
+                # the parameters the epoch's last step left, before anything reads them
+                if not last_finite.check_parameters():
+                    raise last_finite.diverged(None, None, epoch=epoch + 1, batch=b + 1)
                 if books.end_epoch(epoch, totals, lr_used):
                     break
         finally:

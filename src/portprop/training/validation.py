@@ -157,10 +157,31 @@ def require_2d(X: Any, argname: str) -> None:
     raise ValueError(msg)
 
 
+def _refuse_masked(x: Any, argname: str | None) -> None:
+    """Refuse a NumPy masked array, as SciPy does: its mask would be dropped (the masked
+    entries' hidden values used as data, as ``numpy.asarray`` and scikit-learn do) or
+    would break the matrix products.  Known by its class, without importing NumPy."""
+    if not any(
+        cls.__name__ == "MaskedArray" and getattr(cls, "__module__", "").startswith("numpy.ma")
+        for cls in type(x).__mro__
+    ):
+        return
+    masked = int(x.mask.sum())  # numpy.ma.nomask, no mask, sums to 0 too
+    msg = (
+        f"{argname or 'an input'} is a NumPy masked array ({masked} masked value"
+        f"{'s' if masked != 1 else ''}), which portprop does not take: fill the masked "
+        f"values first, {argname or 'x'}.filled(value) with a value that means something "
+        "for your data, or drop the samples that hold them"
+    )
+    raise TypeError(msg)
+
+
 def as_array(x: Any, argname: str) -> Array:
     """``x`` itself when it is an array of any backend; else (lists, tuples, pandas
-    objects, other array-likes) a NumPy array built on the host, where the data is."""
+    objects, other array-likes) a NumPy array built on the host, where the data is.
+    A NumPy masked array is refused (``TypeError``)."""
     if is_array(x):
+        _refuse_masked(x, argname)
         return x
     try:
         return get_backend(backend="numpy").xp.asarray(x)
@@ -185,9 +206,12 @@ def _unreadable(x: Any, argname: str, exc: Exception) -> Exception:
     return ValueError(msg)
 
 
-def kind_of(x: Array) -> str:
+def kind_of(x: Array, argname: str | None = None) -> str:
     """What ``x`` holds: ``"bool"``, ``"integer"``, ``"floating"``, ``"complex"``,
-    ``"strings"``, ``"objects"``, or else the name of its dtype."""
+    ``"strings"``, ``"objects"``, or else the name of its dtype.  A NumPy masked array
+    is refused here too (``TypeError``): every reader of user data asks this question,
+    the scikit-learn estimators included, which leave NumPy arrays to scikit-learn."""
+    _refuse_masked(x, argname)
     dtype = x.dtype
     code = getattr(dtype, "kind", None)  # NumPy's one-letter code; other libraries lack it
     if code in ("U", "S", "T"):
@@ -219,7 +243,7 @@ def first_value(x: Array) -> str:
 def require_numbers(x: Array, argname: str, what: str) -> str:
     """Raise a ``TypeError`` unless ``x`` holds bool, integer or real floating values;
     return which.  ``what`` says what the values are for (in the message)."""
-    kind = kind_of(x)
+    kind = kind_of(x, argname)
     if kind in ("bool", "integer", "floating"):
         return kind
     name = dtype_name(x.dtype)
@@ -324,7 +348,7 @@ def as_features(model: Module, X: Any, argname: str, checks: Checks) -> Array:
     require_2d(X, argname)
     cast = _cast_from(X, dtype)
     if not (backend.owns(X) and X.dtype == dtype):
-        X = backend.asarray(X, dtype=dtype)
+        X = backend.asarray(X, dtype=dtype, argname=argname)
     model._check_input(X, argname)  # the number of features, when the model fixes it
     require_features(X, argname, "the model")
     _check_finite(checks, X, argname, "feature", cast)
@@ -346,7 +370,7 @@ def _as_labels(
     whole, finite and in ``[0, n_classes)`` is queued on ``checks`` (one reduction)."""
     xp = backend.xp
     y = as_array(y, argname)
-    kind = kind_of(y)
+    kind = kind_of(y, argname)
     if kind == "strings":
         msg = (
             f"{argname} holds strings (dtype {dtype_name(y.dtype)}, the first is "
@@ -357,8 +381,7 @@ def _as_labels(
         )
         raise TypeError(msg)
     require_numbers(y, argname, "class labels")
-    if not backend.owns(y):
-        y = backend.asarray(y)
+    y = backend.asarray(y, argname=argname)  # also the library's own: torch widens uint64
     if y.ndim == 2 and y.shape[1] == 1:
         y = xp.reshape(y, (-1,))
     if y.ndim != 1:
@@ -375,11 +398,11 @@ def _as_labels(
         labels = xp.astype(xp.where(good, y, xp.zeros_like(y)), index)
         checks.add(xp.all(good), lambda: _bad_labels(xp, y, argname, n_classes))
         return labels
-    labels = y if kind == "integer" else xp.astype(y, index)
-    if n_classes is not None:
-        in_range = (labels >= 0) & (labels < n_classes)
-        checks.add(xp.all(in_range), lambda: _bad_labels(xp, labels, argname, n_classes))
-    return labels
+    if n_classes is not None:  # on the labels as given, before a cast could wrap them
+        in_range = (y >= 0) & (y < n_classes)
+        checks.add(xp.all(in_range), lambda: _bad_labels(xp, y, argname, n_classes))
+    # one integer dtype for every label array, so that metrics compare them with argmax
+    return y if y.dtype == index else xp.astype(y, index)
 
 
 def _bad_labels(xp: Any, y: Array, argname: str, n_classes: int | None) -> Exception:
@@ -423,7 +446,7 @@ def _as_targets(
     require_numbers(y, argname, f"targets of {type(loss).__name__}")
     cast = _cast_from(y, dtype)
     if not (backend.owns(y) and y.dtype == dtype):
-        y = backend.asarray(y, dtype=dtype)
+        y = backend.asarray(y, dtype=dtype, argname=argname)
     if y.ndim == 1:
         y = backend.xp.reshape(y, (-1, 1))
     if y.ndim != 2:
