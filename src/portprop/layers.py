@@ -468,6 +468,8 @@ class LayerNorm(Module):
     r"""Normalizes each sample over its features, :math:`\hat x = (x - \mu)/\sqrt{v +
     \epsilon}` with the mean :math:`\mu` and biased variance :math:`v` of the row, then
     :math:`y = \hat x \odot \gamma + \beta` (torch's ``LayerNorm`` of a 2-D input).
+    Keeps :math:`\hat x` and :math:`1/\sqrt{v+\epsilon}`.  Shapes: ``(batch, features)
+    -> (batch, features)``.
 
     Parameters
     ----------
@@ -482,9 +484,6 @@ class LayerNorm(Module):
         Whether to learn :math:`\beta` (with ``elementwise_affine``).
     backend, device, dtype
         Where the parameters live (without them, the layer follows its input).
-
-    Keeps :math:`\hat x` and :math:`1/\sqrt{v+\epsilon}`.  Shapes: ``(batch, features)
-    -> (batch, features)``.
     """
 
     def __init__(

@@ -34,8 +34,8 @@ float64 stays float64, other data gives float64), unless ``dtype=`` is given: po
 float32 default does not apply to these estimators, whose users expect scikit-learn's
 precision.
 
-Training
---------
+How they train
+--------------
 - Network: ``Linear`` layers with ``activation`` between them and a linear output
   layer whose activation comes with the loss: softmax and the cross-entropy
   (multiclass), one logistic output per label and the binary cross-entropy (binary,

@@ -76,8 +76,10 @@ parameter, a fixed per-operation overhead that matters for small layers only.  O
 the synchronization also stops the host from queueing the next batch's kernels before
 the current ones finish (not measured here).  Note that
 :class:`~portprop.CrossEntropyLoss` already reads the range of the labels back to the
-host in every ``forward``.  A step with finite gradients that overflows the parameters
-themselves (``|lr * grad|`` beyond the dtype's range) is not caught before it happens.
+host in every ``forward``.  The same synchronization covers the parameters the previous
+step left (and ``fit`` checks them once more after each epoch's last step): a step with
+finite gradients that overflows the parameters themselves raises
+:class:`~portprop.TrainingDivergedError` with the parameters of the step before put back.
 
 Numbering
 ---------

@@ -398,7 +398,9 @@ def _as_labels(
         labels = xp.astype(xp.where(good, y, xp.zeros_like(y)), index)
         checks.add(xp.all(good), lambda: _bad_labels(xp, y, argname, n_classes))
         return labels
-    if n_classes is not None:  # on the labels as given, before a cast could wrap them
+    if kind != "integer":  # bool
+        y = xp.astype(y, index)
+    if n_classes is not None:  # on the integers as given, before a cast could wrap them
         in_range = (y >= 0) & (y < n_classes)
         checks.add(xp.all(in_range), lambda: _bad_labels(xp, y, argname, n_classes))
     # one integer dtype for every label array, so that metrics compare them with argmax
