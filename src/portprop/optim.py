@@ -98,7 +98,7 @@ def _check_gradient(backend: Backend, p: Parameter, g: Any, index: int) -> None:
         raise ValueError(msg)
 
 
-def _moving_average(
+def moving_average(
     backend: Backend, average: Array, beta: float, x: Array, scratch: Array | None
 ) -> Array:
     r""":math:`a \leftarrow \beta a + (1 - \beta) x`, in ``average`` where the library
@@ -665,9 +665,9 @@ class Adam(Optimizer):
                 w *= 1.0 - lr * wd
         else:
             g = _with_weight_decay(g, w, wd)
-        m = _moving_average(backend, self._buffer(state, "exp_avg", w, backend), beta1, g, scratch)
+        m = moving_average(backend, self._buffer(state, "exp_avg", w, backend), beta1, g, scratch)
         v = self._buffer(state, "exp_avg_sq", w, backend)
-        v = _moving_average(backend, v, beta2, g * g, scratch)
+        v = moving_average(backend, v, beta2, g * g, scratch)
         state["exp_avg"], state["exp_avg_sq"] = m, v
         if self.amsgrad:
             v_max = self._buffer(state, "max_exp_avg_sq", w, backend)
@@ -783,10 +783,10 @@ class RMSprop(Optimizer):
         w = p.data
         g = _with_weight_decay(g, w, self.weight_decay)
         s = self._buffer(state, "square_avg", w, backend)
-        s = state["square_avg"] = _moving_average(backend, s, alpha, g * g, scratch)
+        s = state["square_avg"] = moving_average(backend, s, alpha, g * g, scratch)
         if self.centered:
             a = self._buffer(state, "grad_avg", w, backend)
-            a = state["grad_avg"] = _moving_average(backend, a, alpha, g, scratch)
+            a = state["grad_avg"] = moving_average(backend, a, alpha, g, scratch)
             denominator = xp.sqrt(s - a * a)
         else:
             denominator = xp.sqrt(s)

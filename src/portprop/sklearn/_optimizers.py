@@ -26,7 +26,7 @@ from typing import Any
 
 from portprop.backend import Backend
 from portprop.module import Parameter
-from portprop.optim import Optimizer
+from portprop.optim import Optimizer, moving_average
 
 Array = Any
 
@@ -97,10 +97,8 @@ class _Adam(Optimizer):
         beta1, beta2 = self.betas
         m = self._buffer(state, "exp_avg", p.data, backend)
         v = self._buffer(state, "exp_avg_sq", p.data, backend)
-        m *= beta1
-        m = state["exp_avg"] = backend.add_scaled(m, 1.0 - beta1, g, scratch)
-        v *= beta2
-        v = state["exp_avg_sq"] = backend.add_scaled(v, 1.0 - beta2, g * g, scratch)
+        m = state["exp_avg"] = moving_average(backend, m, beta1, g, scratch)
+        v = state["exp_avg_sq"] = moving_average(backend, v, beta2, g * g, scratch)
         t = state["step"]
         step = self.lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         denominator = backend.xp.sqrt(v)
