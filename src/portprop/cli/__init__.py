@@ -21,7 +21,8 @@ train
 3. Fits a :class:`~portprop.datasets.Standardizer` on the training part alone and
    scales every part with it.
 4. Builds ``Linear`` layers of ``--hidden`` units with ``--activation`` between them
-   (and ``Dropout(--dropout)`` after each activation), seeded by ``--seed``, and trains
+   (each after a ``LayerNorm`` with ``--norm layer``, and followed by
+   ``Dropout(--dropout)``), seeded by ``--seed``, and trains
    them with :func:`portprop.fit` (a progress bar per epoch on a terminal, one line per
    epoch otherwise; ``--quiet`` silences it, ``--verbose`` prints a line per epoch
    always).

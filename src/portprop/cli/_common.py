@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from portprop.backend import dtype_name
-from portprop.layers import LeakyReLU, ReLU, Sigmoid, Tanh
+from portprop.layers import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from portprop.module import Module
 
 PROG = "portprop"
@@ -22,6 +22,7 @@ PROG = "portprop"
 DEFAULTS: dict[str, Any] = {
     "hidden": (128, 64),
     "activation": "relu",
+    "norm": "none",
     "loss": "cross_entropy",
     "optimizer": "adam",
     "epochs": 40,
@@ -42,7 +43,13 @@ ACTIVATIONS: dict[str, type[Module]] = {
     "tanh": Tanh,
     "sigmoid": Sigmoid,
     "leaky_relu": LeakyReLU,
+    "gelu": GELU,
+    "silu": SiLU,
+    "elu": ELU,
+    "softplus": Softplus,
 }
+#: ``--norm``: a normalization layer between each hidden ``Linear`` and its activation.
+NORMS = ("none", "layer")
 LOSSES = ("cross_entropy", "mse", "bce")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 

@@ -19,6 +19,7 @@ from portprop.cli._common import (
     DEFAULT_MOMENTUM,
     DEFAULTS,
     LOSSES,
+    NORMS,
     OPTIMIZERS,
     PROG,
 )
@@ -201,6 +202,12 @@ def _add_train(commands: Any) -> None:
     )
     p.add_argument(
         "--activation", choices=tuple(ACTIVATIONS), default=d["activation"], help=_DEFAULT[1:]
+    )
+    p.add_argument(
+        "--norm",
+        choices=NORMS,
+        default=d["norm"],
+        help="'layer': a LayerNorm after each hidden Linear, before its activation" + _DEFAULT,
     )
     p.add_argument("--loss", choices=LOSSES, default=d["loss"], help=_DEFAULT[1:])
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help=_DEFAULT[1:])

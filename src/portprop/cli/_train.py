@@ -27,7 +27,7 @@ from portprop.cli._data import _load_data
 from portprop.cli._task import _task_for_training
 from portprop.datasets import Standardizer, train_test_split
 from portprop.io import save
-from portprop.layers import Dropout, Linear
+from portprop.layers import Dropout, LayerNorm, Linear
 from portprop.module import Module, Parameter, Sequential
 from portprop.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from portprop.training import evaluate, fit
@@ -40,13 +40,17 @@ def _build_model(
     *,
     activation: str,
     dropout: float,
+    norm: str = "none",
     backend: Backend,
     dtype: Any,
 ) -> Sequential:
     where = {"backend": backend, "dtype": dtype}
     layers: list[Module] = []
     for width in hidden:
-        layers += [Linear(n_in, width, **where), ACTIVATIONS[activation](**where)]
+        layers.append(Linear(n_in, width, **where))
+        if norm == "layer":
+            layers.append(LayerNorm(width, **where))
+        layers.append(ACTIVATIONS[activation](**where))
         if dropout > 0:
             layers.append(Dropout(dropout, **where))
         n_in = width
@@ -116,6 +120,7 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         task.n_outputs,
         activation=args.activation,
         dropout=args.dropout,
+        norm=args.norm,
         backend=backend,
         dtype=dtype,
     )
@@ -126,7 +131,8 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     note(f"data: {data.name}: {data.X.shape[0]} samples, {n_features} features, {kind}; {sizes}")
     note(
         f"model: {' -> '.join(str(w) for w in (n_features, *args.hidden, task.n_outputs))} "
-        f"({args.activation}{f', dropout {args.dropout:g}' if args.dropout else ''}), "
+        f"({args.activation}{f', {args.norm} norm' if args.norm != 'none' else ''}"
+        f"{f', dropout {args.dropout:g}' if args.dropout else ''}), "
         f"loss {args.loss}, {type(optimizer).__name__} lr {optimizer.lr:g}; {_where(model)}"
     )
     if args.verbose:
@@ -167,6 +173,7 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "training": {
                 "hidden": list(args.hidden),
                 "activation": args.activation,
+                "norm": args.norm,
                 "dropout": args.dropout,
                 "optimizer": args.optimizer,
                 "lr": optimizer.lr,

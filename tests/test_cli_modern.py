@@ -1,0 +1,51 @@
+"""``portprop train --activation gelu|silu|elu|softplus --norm layer``: the modern layers
+on the command line, saved and evaluated back."""
+
+from __future__ import annotations
+
+import pytest
+
+import portprop as pp
+from test_cli import run, table
+
+NEW_ACTIVATIONS = {"gelu": pp.GELU, "silu": pp.SiLU, "elu": pp.ELU, "softplus": pp.Softplus}
+
+
+@pytest.mark.parametrize("activation", sorted(NEW_ACTIVATIONS))
+def test_new_activations_with_layer_norm_train_save_and_evaluate(backend, activation, tmp_path):
+    path = tmp_path / "m.safetensors"
+    status, out, err = run(
+        "train", "--dataset", "disk", "--samples", "200", "--epochs", "3", "--hidden", "8,8",
+        "--activation", activation, "--norm", "layer", "--backend", backend.name,
+        "--save", str(path), "--verbose",
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"2 -> 8 -> 8 -> 2 ({activation}, layer norm), loss cross_entropy" in err
+    model = pp.load(path).model
+    kinds = [type(layer) for layer in model]
+    cls = NEW_ACTIVATIONS[activation]
+    assert kinds == [pp.Linear, pp.LayerNorm, cls, pp.Linear, pp.LayerNorm, cls, pp.Linear]
+    assert pp.load(path).extra["training"]["norm"] == "layer"
+    trained = table(out)["test"]
+    status, out, err = run(
+        "evaluate", str(path), "--dataset", "disk", "--samples", "200", "--backend", backend.name
+    )
+    assert status == 0, err
+    assert table(out)["test"] == trained
+
+
+def test_without_norm_the_model_has_no_layer_norm():
+    status, out, err = run(
+        "train", "--dataset", "disk", "--samples", "100", "--epochs", "1", "--hidden", "4",
+        "--activation", "gelu", "--verbose",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "LayerNorm" not in err
+    assert "(gelu), loss" in err
+
+
+def test_an_unknown_norm_is_refused_with_the_choices():
+    status, _, err = run("train", "--dataset", "disk", "--norm", "batch2")
+    assert status == 2
+    assert "--norm" in err
+    assert "'none', 'layer'" in err
