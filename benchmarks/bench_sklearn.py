@@ -11,24 +11,34 @@ Each row fits one estimator with the same hyperparameters and seed as scikit-lea
 (``random_state=0``, ``max_iter=200``, the solver's defaults) and reports the test score
 (accuracy or R^2), the epochs or iterations run, and the median fit time of
 ``--repeats`` fits (in interleaved rounds, so that a slow phase of a shared machine
-hits every row alike).  portprop rows run on every backend given (``--backends``);
-on JAX, CuPy and torch CUDA a fit ends with the parameters read back, so the time
-includes the device's work.
+hits every row alike).  portprop rows run on every backend given (``--backends``, or
+``--backend`` with ``--device``); on JAX, CuPy and torch CUDA a fit ends with the
+parameters read back, so the time includes the device's work.
+
+With ``--dispatch`` each portprop row also runs the way a GPU user calls it: the data
+is moved to the row's backend and device once, before the clock starts, and the fit,
+and the score, run under ``sklearn.config_context(array_api_dispatch=True)`` (the
+rows are labelled ``+dispatch``).
 
     python benchmarks/bench_sklearn.py                          # numpy, 3 repeats
     python benchmarks/bench_sklearn.py --backends numpy,torch:cpu --solvers adam,lbfgs
     python benchmarks/bench_sklearn.py --backends torch:cuda,cupy --threads 0
+    python benchmarks/bench_sklearn.py --backend torch --device cuda --backend cupy \
+        --data digits --solvers adam,lbfgs --dispatch --threads 0
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
 import warnings
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn.datasets import load_digits, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -36,6 +46,7 @@ from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 from sklearn.preprocessing import StandardScaler
 
+from portprop.backend import backend_of, resolve
 from portprop.sklearn import MLPClassifier, MLPRegressor
 
 
@@ -61,22 +72,56 @@ def regression() -> tuple[Any, ...]:
     )
 
 
-def timed_fit(make: Any, data: tuple[Any, ...]) -> tuple[float, float, int]:
+def on_device(data: tuple[Any, ...], backend: str, device: str | None) -> tuple[Any, ...]:
+    """The four arrays on ``backend`` and ``device`` (float64 features where it has
+    float64, float32 elsewhere), for the ``+dispatch`` rows."""
+    target, _ = resolve(backend, device, "float32")
+    dtype = "float64" if target.supports("float64") else "float32"
+    X_train, X_test, y_train, y_test = data
+    y_dtype = dtype if y_train.dtype.kind == "f" else None
+    return (
+        target.asarray(X_train, dtype=dtype),
+        target.asarray(X_test, dtype=dtype),
+        target.asarray(y_train, dtype=y_dtype),
+        target.asarray(y_test, dtype=y_dtype),
+    )
+
+
+def timed_fit(make: Any, data: tuple[Any, ...], *, dispatch: bool) -> tuple[float, float, int]:
     X_train, X_test, y_train, y_test = data
     estimator = make()
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        estimator.fit(X_train, y_train)
-    if hasattr(estimator, "model_"):
-        estimator.coefs_  # noqa: B018 - reads the parameters back: waits for the device
-    seconds = time.perf_counter() - start
-    return seconds, float(estimator.score(X_test, y_test)), int(estimator.n_iter_)
+    context = sklearn.config_context(array_api_dispatch=True) if dispatch else None
+    with context or contextlib.nullcontext():
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(X_train, y_train)
+        if hasattr(estimator, "model_"):
+            # reads the parameters back (under dispatch they stay on the device):
+            # waits for the device to finish
+            first = estimator.coefs_[0]
+            backend_of(first).to_host(first)
+        seconds = time.perf_counter() - start
+        score = float(estimator.score(X_test, y_test))
+    return seconds, score, int(estimator.n_iter_)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="numpy", help="comma-separated portprop backends")
+    parser.add_argument("--backends", default="", help="comma-separated portprop backends")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        help="a portprop backend (repeatable); with --device, on that device",
+    )
+    parser.add_argument("--device", default=None, help="the device of every --backend")
+    parser.add_argument("--data", default="digits,regression", help="digits, regression")
+    parser.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="add rows with the data on the device, under array_api_dispatch=True",
+    )
     parser.add_argument("--solvers", default="adam,lbfgs,sgd")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (0: leave as is)")
@@ -92,11 +137,23 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    sets = {"digits": (digits(), MLPClassifier, SkMLPClassifier)}
-    sets["regression"] = (regression(), MLPRegressor, SkMLPRegressor)
-    backends = [b for b in args.backends.split(",") if b]
+    wanted = [d for d in args.data.split(",") if d]
+    sets = {}
+    if "digits" in wanted:
+        sets["digits"] = (digits(), MLPClassifier, SkMLPClassifier)
+    if "regression" in wanted:
+        sets["regression"] = (regression(), MLPRegressor, SkMLPRegressor)
+    # (label, backend, device) of each portprop row
+    targets = [(b, b, None) for b in args.backends.split(",") if b]
+    for b in args.backend:
+        label = b if args.device is None else f"{b}:{args.device}"
+        targets.append((label, b, args.device))
+    if not targets:
+        targets = [("numpy", "numpy", None)]
+    if args.dispatch:
+        os.environ["SCIPY_ARRAY_API"] = "1"  # scikit-learn checks it when dispatch is on
     print(f"threads={args.threads or 'default'} repeats={args.repeats}")
-    header = f"{'data':<11} {'solver':<7} {'estimator':<22} {'score':>8} {'iters':>6} {'fit s':>8}"
+    header = f"{'data':<11} {'solver':<7} {'estimator':<32} {'score':>8} {'iters':>6} {'fit s':>8}"
     print(header)
     print("-" * len(header))
     for name, (data, Ours, Theirs) in sets.items():
@@ -104,18 +161,31 @@ def main() -> None:
             params = {"solver": solver, "max_iter": 200, "random_state": 0}
             if solver == "sgd":
                 params["learning_rate_init"] = 0.01
-            rows: dict[str, Any] = {"scikit-learn": lambda p=params, T=Theirs: T(**p)}
-            for backend in backends:
-                rows[f"portprop/{backend}"] = lambda p=params, O=Ours, b=backend: O(backend=b, **p)
+            # label -> (estimator factory, data, under dispatch)
+            rows: dict[str, Any] = {
+                "scikit-learn": (lambda p=params, T=Theirs: T(**p), data, False)
+            }
+            for label, backend, device in targets:
+
+                def make(p: Any = params, O: Any = Ours, b: str = backend, d: Any = device) -> Any:
+                    return O(backend=b, device=d, **p)
+
+                rows[f"portprop/{label}"] = (make, data, False)
+                if args.dispatch:
+                    rows[f"portprop/{label}+dispatch"] = (
+                        make,
+                        on_device(data, backend, device),
+                        True,
+                    )
             results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in rows}
             for _ in range(args.repeats):
-                for label, make in rows.items():
-                    results[label].append(timed_fit(make, data))
+                for label, (make, rows_data, dispatch) in rows.items():
+                    results[label].append(timed_fit(make, rows_data, dispatch=dispatch))
             for label, runs in results.items():
                 seconds = statistics.median(r[0] for r in runs)
                 score, iters = runs[-1][1], runs[-1][2]
                 print(
-                    f"{name:<11} {solver:<7} {label:<22} {score:>8.4f} {iters:>6} {seconds:>8.3f}"
+                    f"{name:<11} {solver:<7} {label:<32} {score:>8.4f} {iters:>6} {seconds:>8.3f}"
                 )
     if limits is not None:
         limits.unregister()

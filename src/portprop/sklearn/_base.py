@@ -31,7 +31,11 @@ from portprop.sklearn._inputs import (
     _named,
     _require_2d_like_sklearn,
     _to_host,
+    check_fitted_namespace,
     check_sample_weight,
+    dispatch_enabled,
+    fitted_namespace,
+    follow_X,
 )
 from portprop.sklearn._lbfgs import run_lbfgs
 from portprop.sklearn._losses import _Loss
@@ -43,7 +47,7 @@ from portprop.sklearn._solvers import (
     build_optimizers,
     coupled_alpha,
 )
-from portprop.sklearn._stochastic import NON_FINITE, _Data, run_epochs
+from portprop.sklearn._stochastic import NON_FINITE, _copy_parameters, _Data, run_epochs
 from portprop.training.validation import (
     check_lengths,
     require_finite,
@@ -201,6 +205,12 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         """scikit-learn's checks of host targets."""
         raise NotImplementedError
 
+    def _check_device_y(self, y: Array) -> Array | None:
+        """The checks of :meth:`_check_y` on ``y``'s device (array API dispatch), or
+        ``None`` where ``y`` must go to the host for scikit-learn's own checks (and
+        messages)."""
+        raise NotImplementedError
+
     def _encode_targets(self, y: Any, *, first: bool, incremental: bool) -> Any:
         """The host targets as a 2-D float matrix ``(n, outputs)``; sets ``classes_``."""
         raise NotImplementedError
@@ -259,7 +269,15 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         y = _host_input(y, "y", numeric=not is_classifier(self))
         X = _host_input(X, "X", numeric=True)
         check_lengths(X, y, "X", "y")
+        y = follow_X(X, y)  # under dispatch, as in scikit-learn: y follows X
         X = self._check_X(X, reset=reset)
+        on_device = None
+        if dispatch_enabled() and _device_backend(y) is not None:
+            # array API dispatch: the targets are checked and encoded where they live
+            with _named("y"):
+                on_device = self._check_device_y(y)
+        if on_device is not None:
+            return X, on_device
         with _named("y"):
             y = self._check_y(_to_host(y))
         return X, y
@@ -399,6 +417,12 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
             self.n_layers_ = len(units)
             self.out_activation_ = self._net.loss.out_activation
             self.backend_ = backend.name
+            # array API dispatch: X's namespace, which predict must match; coefs_ and
+            # intercepts_ stay on the model's device when X was not NumPy
+            self._fitted_namespace = fitted_namespace(X)
+            self._attributes_on_device = (
+                self._fitted_namespace is not None and backend.library != "numpy"
+            )
             self.n_iter_ = self.t_ = 0
             self._reset_bookkeeping()
         elif Y.shape[1] != self.n_outputs_:
@@ -438,9 +462,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         if self.solver == "lbfgs":
             return
         self.loss_curve_ = []
-        self._best_parameters = [
-            self.model_.backend.to_host(p.data) for p in self.model_.parameters()
-        ]
+        self._best_parameters = _copy_parameters(self._net)  # on the device
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -math.inf
@@ -455,7 +477,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         if not _is_sparse(X):
             X = backend.asarray(X, dtype=dtype)
             require_finite(X, "X")  # float64 values beyond float32's range, for one
-        Y = backend.asarray(np.asarray(Y, dtype=dtype_name(dtype)), dtype=dtype)
+        if _device_backend(Y) is not None:  # encoded on its device (array API dispatch)
+            Y = backend.asarray(Y, dtype=dtype, argname="y")
+        else:
+            Y = backend.asarray(np.asarray(Y, dtype=dtype_name(dtype)), dtype=dtype)
         w = None if w_host is None else backend.asarray(w_host, dtype=dtype)
         return _Data(X, Y, w, w_host)
 
@@ -491,7 +516,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
             rows(data.w, train),
             None if w_host is None else w_host[train],
         )
-        y_val = np.asarray(y)[val]
+        y_val = np.asarray(_to_host(y))[val]  # scored on the host, by scikit-learn
         return part, (rows(data.X, val), y_val, None if w_host is None else w_host[val])
 
     def _require_finite_parameters(self) -> None:
@@ -504,9 +529,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
 
     # ---- prediction ------------------------------------------------------------------
 
-    def _outputs(self, X: Any, *, check_input: bool = True) -> Any:
+    def _outputs(self, X: Any, *, check_input: bool = True, on_device: bool = False) -> Any:
         """:math:`\\sigma(z)` for ``X`` (probabilities or values), computed on the model's
-        backend in batches, as a NumPy array of the model's dtype."""
+        backend in batches, as a NumPy array of the model's dtype (``on_device``: as an
+        array of the model's backend, never read back)."""
         check_is_fitted(self)
         if check_input:
             X = self._check_X(X, reset=False)
@@ -515,21 +541,50 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         with backend.scope(), backend.quiet():
             for start in range(0, max(X.shape[0], 1), _PREDICT_BATCH):
                 batch = net.as_batch(_row_slice(X, start, start + _PREDICT_BATCH))
-                parts.append(backend.to_host(net.outputs(batch)))
+                out = net.outputs(batch)
+                parts.append(out if on_device else backend.to_host(out))
+            if on_device:
+                return parts[0] if len(parts) == 1 else backend.xp.concat(parts, axis=0)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    # ---- array API dispatch ------------------------------------------------------------
+
+    def _output_backend(self, X: Any, method: str) -> Backend | None:
+        """Where the results for ``X`` go: under ``array_api_dispatch``, the backend of
+        an ``X`` of another library than NumPy (which must be the library and device
+        ``fit`` got, as scikit-learn requires); else ``None`` (NumPy results)."""
+        if not dispatch_enabled():
+            return None
+        check_is_fitted(self)
+        check_fitted_namespace(self, X, method)
+        return _device_backend(X)
+
+    def _device_outputs(self, X: Any) -> Array:
+        """:meth:`_outputs` on the model's device, never read back."""
+        return self._outputs(X, on_device=True)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
     # ---- the parameters as scikit-learn lays them out ----------------------------------
 
+    def _attribute(self, data: Array, *, transpose: bool) -> Any:
+        """A copy of a parameter as scikit-learn lays it out: on the model's device when
+        the estimator was fitted under array API dispatch, else a NumPy array."""
+        backend = self.model_.backend
+        if not getattr(self, "_attributes_on_device", False):
+            host = backend.to_host(data)
+            return host.T if transpose else host
+        xp = backend.xp
+        with backend.scope():
+            return xp.asarray(xp.permute_dims(data, (1, 0)) if transpose else data, copy=True)
+
     @property
     def coefs_(self) -> list[Any]:
-        """The weight matrices as NumPy arrays ``(fan_in, fan_out)``; assignable, as a
-        list or item by item."""
+        """The weight matrices ``(fan_in, fan_out)``, NumPy arrays (on the model's device
+        when fitted under array API dispatch); assignable, as a list or item by item."""
         check_is_fitted(self)
-        to_host = self.model_.backend.to_host
-        items = [to_host(m.weight.data).T for m in self._net.linears]
+        items = [self._attribute(m.weight.data, transpose=True) for m in self._net.linears]
         return _ParameterList(items, self, "coefs_")
 
     @coefs_.setter
@@ -538,10 +593,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
 
     @property
     def intercepts_(self) -> list[Any]:
-        """The bias vectors as NumPy arrays ``(fan_out,)``; assignable."""
+        """The bias vectors ``(fan_out,)``, laid out as :attr:`coefs_`; assignable."""
         check_is_fitted(self)
-        to_host = self.model_.backend.to_host
-        items = [to_host(m.bias.data) for m in self._net.linears if m.bias is not None]
+        biases = [m.bias for m in self._net.linears if m.bias is not None]
+        items = [self._attribute(b.data, transpose=False) for b in biases]
         return _ParameterList(items, self, "intercepts_")
 
     @intercepts_.setter

@@ -12,6 +12,7 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
+from sklearn import get_config
 from sklearn.utils.validation import check_array
 
 from portprop.backend import Backend, backend_of, dtype_name, is_array
@@ -30,6 +31,74 @@ def _device_backend(X: Any) -> Backend | None:
     except (TypeError, UnknownBackendError):
         return None
     return None if backend.library == "numpy" else backend
+
+
+def dispatch_enabled() -> bool:
+    """Whether scikit-learn's ``array_api_dispatch`` is on (``set_config`` or
+    ``config_context``): then outputs and fitted attributes stay in the inputs' library
+    and on their device."""
+    return bool(get_config()["array_api_dispatch"])
+
+
+def _library_of(x: Any) -> tuple[str, Any] | None:
+    """``(library, device)`` of an array of a portprop backend (NumPy included), or
+    ``None`` for lists, scalars, SciPy sparse matrices and pandas objects (which
+    scikit-learn also leaves out of its namespace check)."""
+    if not is_array(x) or hasattr(x, "tocsr"):
+        return None
+    try:
+        backend = backend_of(x)
+    except (TypeError, UnknownBackendError):
+        return None
+    return backend.library, backend.device
+
+
+def follow_X(X: Any, y: Any) -> Any:
+    """Under ``array_api_dispatch``, scikit-learn's rule for several inputs (its
+    ``check_array_api_mixed_inputs``): everything follows ``X``, so ``y`` of another
+    library or device moves to ``X``'s (to the host when ``X`` is NumPy, a list or
+    sparse).  Without dispatch, ``y`` is left as it is (and later read on the host)."""
+    if not dispatch_enabled() or _library_of(y) is None:
+        return y
+    target = _device_backend(X) if _library_of(X) is not None else None
+    if target is None:
+        return _to_host(y)
+    return y if target.owns(y) else target.asarray(y, argname="y")
+
+
+def fitted_namespace(X: Any) -> tuple[str, str] | None:
+    """The library and device of the arrays ``fit`` got (under dispatch), or ``None``
+    for NumPy and host inputs, or without dispatch: what ``predict`` must match."""
+    if not dispatch_enabled():
+        return None
+    found = _library_of(X)
+    if found is None or found[0] == "numpy":
+        return None
+    return found[0], str(found[1])
+
+
+def check_fitted_namespace(estimator: Any, X: Any, method: str) -> None:
+    """scikit-learn's ``check_same_namespace``: under dispatch, ``X`` of ``predict``
+    (and the other methods) must be of the library and device ``fit`` got; a
+    ``ValueError`` with scikit-learn's message otherwise."""
+    if not dispatch_enabled():
+        return
+    fitted = getattr(estimator, "_fitted_namespace", None)
+    found = fitted_namespace(X)
+    if found == fitted:
+        return
+    name = type(estimator).__name__
+    fit_lib, fit_device = fitted or ("numpy", "cpu")
+    now_lib, now_device = found or ("numpy", "cpu")
+    if fit_lib != now_lib:
+        detail = f"Array namespaces used during fit ({fit_lib}) and {method} ({now_lib}) differ."
+    else:
+        detail = f"Devices used during fit ({fit_device}) and {method} ({now_device}) differ."
+    msg = (
+        f"Inputs passed to {name}.{method}() must use the same namespace and the same "
+        f"device as those passed to fit(). {detail}"
+    )
+    raise ValueError(msg)
 
 
 def _to_host(y: Any) -> Any:
