@@ -1,4 +1,4 @@
-"""Time one training step of portprop against plain NumPy and torch autograd.
+"""Time one training step of portprop against its floor, a hand-written step and autograd.
 
 One step is: forward, loss, backward (no gradient for the input), and SGD with
 momentum 0.9 and learning rate 0.01.  Every implementation starts from the same
@@ -6,39 +6,59 @@ initial weights and trains on the same batch.
 
 Workloads
 ---------
-A  layers 784-512-512-10, batch 256, ReLU, cross-entropy, float32 (matrix-product bound)
-B  layers 2-25-25-25-2, batch 100, tanh, MSE on one-hot targets, float32 (Python bound)
+A       layers 784-512-512-10, batch 256, ReLU, cross-entropy, float32 (matrix-product bound)
+B       layers 2-25-25-25-2, batch 100, tanh, MSE on one-hot targets, float32 (Python bound)
+w<N>    layers 784-N-N-10, batch 256, ReLU, cross-entropy (scaling in width: 32 ... 2048)
+b<N>    layers 784-256-256-10, batch N, ReLU, cross-entropy (scaling in batch: 1 ... 4096)
 
-Rows
-----
-portprop/<backend>   portprop on every backend :func:`portprop.backends` finds here
-numpy (by hand)      the same step written directly in NumPy, as a competent person would
-torch autograd       ``nn.Sequential`` + ``loss.backward()`` + ``optim.SGD(momentum=0.9)``
-matmul floor         only the matrix products of a step, in NumPy
+Rows, for each library (one process per library, see "Fairness")
+----------------------------------------------------------------
+matmul floor             only the matrix products of a step (forward, grad-input,
+                         grad-weight), written into preallocated outputs; under
+                         ``jax.jit`` on JAX.  Every ratio ("x floor") is to this row of
+                         the same library.
+numpy by hand            the step written directly in NumPy (numpy process)
+torch by hand            the step in torch under ``no_grad`` with preallocated buffers
+                         (``out=``) and in-place updates (torch processes)
+torch autograd           ``nn.Sequential`` + ``loss.backward()`` + ``optim.SGD(momentum=0.9)``
+autograd + fused SGD     the same with ``SGD(fused=True)``: what a torch user would run
+portprop eager           portprop with its workspaces off (``Module.use_workspaces(False)``)
+portprop workspaces      portprop with its workspaces on (the default where supported)
+portprop compiled        ``pp.compile_step(model, loss, optimizer)``: ``jax.jit`` on JAX,
+                         ``torch.compile`` on torch
+A row whose API is not in this checkout prints "n/a (not available: ...)"; ``--quick``
+leaves out torch's compiled row (compiling takes longer than a smoke run).
 
-Each implementation first runs 3 steps whose losses are compared with the hand-written
-NumPy ones (so that every row computes the same thing), then, fresh, is warmed up
-(``--warmup``, at least 20 steps), then its steps are timed one by one with
-``time.perf_counter`` in interleaved rounds (so that a slow phase of the machine hits
-every row alike), up to ``--repeats`` steps or ``--budget`` seconds.  The table reports
-the median and the interquartile range.  On JAX, CuPy and torch CUDA every timed step
-ends by waiting for the device.
+Fairness
+--------
+Each library runs in its own process (``multiprocessing``, spawn), and only one process
+works at a time: the others wait on a pipe, so their thread pools are idle.  Rounds are
+interleaved across processes and, inside a process, across rows, so that a slow phase of
+the machine hits every row alike.  ``--threads N`` caps every pool at N threads (BLAS and
+OpenMP through the environment and threadpoolctl, torch intra- and inter-op, XLA through
+``XLA_FLAGS`` set before JAX starts) *and* pins each process to N cores with
+``os.sched_setaffinity``, so that no library can use more.  The column "cpu/wall" is
+the process's CPU time over the wall time of its timed steps: 1.00 means one core.
 
-The header prints the versions, thread pools, the OpenBLAS environment variables and the
-load average: on a small shared machine, other processes make threaded BLAS and torch
-stall now and then (a wide IQR); ``--threads 1`` makes the rows less sensitive to that.
+Timing: each implementation first runs 3 steps whose losses are compared with the
+hand-written NumPy ones (column "loss rel.diff"), is warmed up, then its steps are timed
+one by one with ``time.perf_counter``; the table reports the median and the interquartile
+range.  On JAX, CuPy and CUDA every timed step ends by waiting for the device.  The load
+average is printed before and after.
 
-    python benchmarks/bench_step.py                   # everything, 2-3 minutes on 2 cores
-    python benchmarks/bench_step.py --quick           # a smoke run, about 30 s
-    python benchmarks/bench_step.py --threads 1       # single-threaded BLAS and torch
-    python benchmarks/bench_step.py --backends numpy,torch:cpu --workloads B --repeats 5000
+    python benchmarks/bench_step.py --threads 1           # everything, several minutes
+    python benchmarks/bench_step.py --quick --threads 1   # a smoke run, under a minute
+    python benchmarks/bench_step.py --backends numpy,torch:cpu --workloads B,w32
+    python benchmarks/bench_step.py --backends torch:cuda,cupy --workloads b1,b16,b256,b4096
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -71,6 +91,27 @@ ENV_VARS = (
     "XLA_FLAGS",
 )
 
+# Row names, in the order the tables print them.
+FLOOR = "matmul floor"
+NUMPY_HAND = "numpy by hand"
+TORCH_HAND = "torch by hand"
+AUTOGRAD = "torch autograd"
+AUTOGRAD_FUSED = "autograd + fused SGD"
+PP_EAGER = "portprop eager"
+PP_WORKSPACES = "portprop workspaces"
+PP_COMPILED = "portprop compiled"
+ROW_ORDER = (
+    FLOOR,
+    NUMPY_HAND,
+    TORCH_HAND,
+    AUTOGRAD,
+    AUTOGRAD_FUSED,
+    PP_EAGER,
+    PP_WORKSPACES,
+    PP_COMPILED,
+)
+PORTPROP_ROWS = (PP_EAGER, PP_WORKSPACES, PP_COMPILED)
+
 
 # --------------------------------------------------------------------------------------
 # Workloads
@@ -84,18 +125,28 @@ class Workload:
     batch: int
     activation: str  # "relu" or "tanh"
     loss: str  # "cross_entropy" or "mse"
-    repeats: int  # timed steps per implementation (default)
-    quick_repeats: int
 
     def describe(self) -> str:
         layers = "-".join(map(str, self.sizes))
         return f"{layers}, batch {self.batch}, {self.activation}, {self.loss}, float32"
 
 
+SCALING_WIDTHS = (32, 128, 512, 2048)
+SCALING_BATCHES = (1, 16, 256, 4096)
+
 WORKLOADS = {
-    "A": Workload("A", (784, 512, 512, 10), 256, "relu", "cross_entropy", 150, 20),
-    "B": Workload("B", (2, 25, 25, 25, 2), 100, "tanh", "mse", 3000, 300),
+    "A": Workload("A", (784, 512, 512, 10), 256, "relu", "cross_entropy"),
+    "B": Workload("B", (2, 25, 25, 25, 2), 100, "tanh", "mse"),
+    **{
+        f"w{n}": Workload(f"w{n}", (784, n, n, 10), 256, "relu", "cross_entropy")
+        for n in SCALING_WIDTHS
+    },
+    **{
+        f"b{n}": Workload(f"b{n}", (784, 256, 256, 10), n, "relu", "cross_entropy")
+        for n in SCALING_BATCHES
+    },
 }
+QUICK_WORKLOADS = "A,B,w32,b16"
 
 
 @dataclass
@@ -130,21 +181,6 @@ def make_problem(w: Workload) -> Problem:
     return Problem(w, X, labels, targets, weights)
 
 
-# --------------------------------------------------------------------------------------
-# Implementations: each is a step() returning the loss, and a sync() that waits for it
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Runner:
-    name: str
-    step: Callable[[], Any]
-    sync: Callable[[], None] = lambda: None
-    to_float: Callable[[Any], float] = float
-    note: str = ""
-    samples: list[float] = field(default_factory=list)
-
-
 def build_portprop_model(w: Workload, backend: str) -> pp.Sequential:
     act = {"relu": pp.ReLU, "tanh": pp.Tanh}[w.activation]
     layers: list[pp.Module] = []
@@ -155,63 +191,138 @@ def build_portprop_model(w: Workload, backend: str) -> pp.Sequential:
     return pp.Sequential(*layers)
 
 
-def portprop_runner(prob: Problem, name: str) -> Runner:
-    w = prob.workload
-    backend = pp.get_backend(backend=name)
-    model = build_portprop_model(w, name)
-    state = {}
-    for i, (W, b) in enumerate(prob.weights):
-        state[f"{2 * i}.weight"], state[f"{2 * i}.bias"] = W, b
-    model.load_state_dict(state)
-    X = pp.asarray(prob.X, backend=backend)
-    T = pp.asarray(prob.targets, backend=backend)
-    loss = pp.CrossEntropyLoss() if w.loss == "cross_entropy" else pp.MSELoss()
-    params = model.parameters()
-    opt = pp.SGD(params, lr=LR, momentum=MOMENTUM)
+# --------------------------------------------------------------------------------------
+# Implementations: each is a step() returning the loss, and a sync() that waits for it
+# --------------------------------------------------------------------------------------
 
-    def step() -> Any:
-        value = loss.forward(model.forward(X), T)
-        model.zero_grad()
-        model.backward(loss.backward(), input_grad=False)
-        opt.step()
-        return value
 
-    def sync() -> None:  # NumPy, torch CPU, array-api-strict: nothing to wait for
-        return
+def _no_sync() -> None:  # NumPy, torch CPU, array-api-strict: nothing to wait for
+    return
 
-    note = ""
-    if backend.library == "jax":
-        import jax
 
-        def sync() -> None:
-            jax.block_until_ready([p.data for p in params])
+@dataclass
+class Runner:
+    name: str
+    step: Callable[[], Any]
+    sync: Callable[[], None] = _no_sync
+    to_float: Callable[[Any], float] = float
+    note: str = ""
+    samples: list[float] = field(default_factory=list)
+    cpu: float = 0.0  # process CPU time over the timed steps
+    wall: float = 0.0  # wall time over the same steps
 
-        note = "block_until_ready on every parameter, each step"
-    elif backend.library == "torch" and backend.device.type == "cuda":
+
+def device_sync(backend: pp.Backend) -> tuple[Callable[[], None], str]:
+    """A function that waits for the device of ``backend``, and a note saying so."""
+    if backend.library == "torch" and backend.device.type == "cuda":
         import torch
 
         def sync() -> None:
             torch.cuda.synchronize(backend.device)
 
-        note = "torch.cuda.synchronize each step"
-    elif backend.library == "cupy":
+        return sync, "torch.cuda.synchronize each step"
+    if backend.library == "cupy":
         device = backend.device
 
         def sync() -> None:
             device.synchronize()
 
-        note = "cupy Device.synchronize each step"
-
-    return Runner(
-        f"portprop/{backend.name}",
-        step,
-        sync,
-        to_float=lambda v: float(backend.to_host(v)),
-        note=note,
-    )
+        return sync, "cupy Device.synchronize each step"
+    return _no_sync, ""
 
 
-def numpy_runner(prob: Problem) -> Runner:
+def portprop_runners(
+    prob: Problem, name: str, only: tuple[str, ...] = PORTPROP_ROWS
+) -> tuple[list[Runner], dict[str, str]]:
+    """portprop eager, with workspaces and compiled (those of them in ``only``), each on a
+    model of its own; and the reason for each that this checkout or backend cannot build."""
+    w = prob.workload
+    backend = pp.get_backend(backend=name)
+    X = pp.asarray(prob.X, backend=backend)
+    T = pp.asarray(prob.targets, backend=backend)
+    runners: list[Runner] = []
+    na: dict[str, str] = {}
+
+    def setup() -> tuple[pp.Sequential, Any, Any]:
+        model = build_portprop_model(w, name)
+        state = {}
+        for i, (W, b) in enumerate(prob.weights):
+            state[f"{2 * i}.weight"], state[f"{2 * i}.bias"] = W, b
+        model.load_state_dict(state)
+        loss = pp.CrossEntropyLoss() if w.loss == "cross_entropy" else pp.MSELoss()
+        return model, loss, pp.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    sync, note = device_sync(backend)
+    if backend.library == "jax":
+        import jax
+
+    def to_float(v: Any) -> float:
+        return float("nan") if v is None else float(backend.to_host(v))
+
+    def eager(model: pp.Sequential, loss: Any, opt: Any) -> Callable[[], Any]:
+        def step() -> Any:
+            value = loss.forward(model.forward(X), T)
+            model.zero_grad()
+            model.backward(loss.backward(), input_grad=False)
+            opt.step()
+            return value
+
+        return step
+
+    def add(row: str, step: Callable[[], Any], params: list[Any], extra: str) -> None:
+        row_sync = sync
+        row_note = ", ".join(x for x in (extra, note) if x)
+        if backend.library == "jax":
+
+            def row_sync() -> None:
+                jax.block_until_ready([p.data for p in params])
+
+            row_note = ", ".join(x for x in (extra, "block_until_ready on the parameters") if x)
+        runners.append(Runner(row, step, row_sync, to_float, row_note))
+
+    has_workspaces = hasattr(pp.Module, "use_workspaces")
+    # eager: the workspaces off where the API exists
+    if PP_EAGER in only:
+        model, loss, opt = setup()
+        extra = "workspaces off"
+        if has_workspaces:
+            model.use_workspaces(False)
+        else:
+            extra = "no Module.use_workspaces in this checkout: the default model"
+        add(PP_EAGER, eager(model, loss, opt), model.parameters(), extra)
+    # workspaces on
+    if PP_WORKSPACES not in only:
+        pass
+    elif not has_workspaces:
+        na[PP_WORKSPACES] = "not available: portprop has no Module.use_workspaces"
+    elif not getattr(backend, "has_workspaces", True):
+        na[PP_WORKSPACES] = f"{backend.library} arrays cannot be written in place"
+    else:
+        model, loss, opt = setup()
+        try:
+            model.use_workspaces(True)
+        except Exception as exc:  # noqa: BLE001 - a backend without workspaces says why
+            na[PP_WORKSPACES] = f"{type(exc).__name__}: {exc}"
+        else:
+            add(PP_WORKSPACES, eager(model, loss, opt), model.parameters(), "")
+    # compiled
+    compile_step = getattr(pp, "compile_step", None)
+    if PP_COMPILED not in only:
+        pass
+    elif compile_step is None:
+        na[PP_COMPILED] = "not available: portprop has no compile_step"
+    else:
+        model, loss, opt = setup()
+        try:  # raise, rather than run the eager step under the compiled row's name
+            compiled = compile_step(model, loss, opt, fallback="raise")
+        except Exception as exc:  # noqa: BLE001 - no compiler here, say why
+            na[PP_COMPILED] = f"{type(exc).__name__}: {exc}"
+        else:
+            add(PP_COMPILED, lambda: compiled(X, T), model.parameters(), "")
+    return runners, na
+
+
+def numpy_hand_runner(prob: Problem) -> Runner:
     """The step written by hand in NumPy."""
     w = prob.workload
     X, y, T = prob.X, prob.labels, prob.targets
@@ -268,13 +379,98 @@ def numpy_runner(prob: Problem) -> Runner:
             b -= LR * vb
         return loss
 
-    return Runner("numpy (by hand)", step)
+    return Runner(NUMPY_HAND, step)
 
 
-def torch_runner(prob: Problem) -> Runner:
+def _torch_device(name: str) -> Any:
+    return pp.get_backend(backend=name).device
+
+
+def torch_hand_runner(prob: Problem, name: str) -> Runner:
+    """The step written by hand in torch, as a performance-minded person would: no
+    autograd, every intermediate in a buffer allocated once, updates in place."""
+    import torch
+
+    dev = _torch_device(name)
+    w = prob.workload
+    n = prob.X.shape[0]
+    relu = w.activation == "relu"
+    params = [(torch.tensor(W, device=dev), torch.tensor(b, device=dev)) for W, b in prob.weights]
+    vel = [(torch.zeros_like(W), torch.zeros_like(b)) for W, b in params]
+    grads = [(torch.empty_like(W), torch.empty_like(b)) for W, b in params]
+    X = torch.tensor(prob.X, device=dev)
+    outs = [torch.empty((n, W.shape[0]), device=dev) for W, _ in params]  # S, then H in place
+    kept = [torch.empty((n, W.shape[0]), device=dev, dtype=torch.bool) for W, _ in params]
+    gouts = [torch.empty((n, W.shape[0]), device=dev) for W, _ in params]  # grad of S_i
+    tmp = [torch.empty((n, W.shape[0]), device=dev) for W, _ in params]
+    n_out = w.sizes[-1]
+    onehot = torch.tensor((prob.labels[:, None] == np.arange(n_out)).astype(np.float32), device=dev)
+    T = torch.tensor(prob.targets, device=dev) if w.loss == "mse" else onehot
+    last = len(params) - 1
+
+    @torch.no_grad()
+    def step() -> Any:
+        H = X
+        for i, (W, b) in enumerate(params):
+            S = outs[i]
+            torch.addmm(b, H, W.t(), out=S)
+            if i < last:
+                if relu:
+                    torch.gt(S, 0, out=kept[i])
+                    S.relu_()
+                else:
+                    S.tanh_()
+            H = S
+        Z, G = outs[last], gouts[last]
+        if w.loss == "cross_entropy":
+            torch.log_softmax(Z, 1, out=tmp[last])
+            loss = tmp[last].view(-1).dot(onehot.view(-1)).mul_(-1.0 / n)
+            torch.exp(tmp[last], out=G)
+            G.sub_(onehot).mul_(1.0 / n)
+        else:
+            torch.sub(Z, T, out=tmp[last])
+            D = tmp[last].view(-1)
+            loss = D.dot(D).mul_(1.0 / D.numel())
+            torch.mul(tmp[last], 2.0 / D.numel(), out=G)
+        for i in range(last, -1, -1):
+            W, b = params[i]
+            gW, gb = grads[i]
+            torch.mm(G.t(), outs[i - 1] if i else X, out=gW)
+            torch.sum(G, 0, out=gb)
+            if i:
+                Gp = gouts[i - 1]
+                torch.mm(G, W, out=Gp)
+                if relu:
+                    Gp.mul_(kept[i - 1])
+                else:
+                    Hk = outs[i - 1]
+                    torch.mul(Hk, Hk, out=tmp[i - 1]).neg_().add_(1.0)
+                    Gp.mul_(tmp[i - 1])
+                G = Gp
+        flat = [t for pair in params for t in pair]
+        v = [t for pair in vel for t in pair]
+        g = [t for pair in grads for t in pair]
+        torch._foreach_mul_(v, MOMENTUM)
+        torch._foreach_add_(v, g)
+        torch._foreach_add_(flat, v, alpha=-LR)
+        return loss
+
+    backend = pp.get_backend(backend=name)
+    sync, note = device_sync(backend)
+    return Runner(
+        TORCH_HAND,
+        step,
+        sync,
+        lambda v: float(v.item()),
+        ", ".join(x for x in ("no_grad, out= buffers, _foreach_ SGD", note) if x),
+    )
+
+
+def torch_autograd_runner(prob: Problem, name: str, *, fused: bool) -> Runner:
     import torch
     from torch import nn
 
+    dev = _torch_device(name)
     w = prob.workload
     layers: list[nn.Module] = []
     for i, (W, b) in enumerate(prob.weights):
@@ -285,11 +481,12 @@ def torch_runner(prob: Problem) -> Runner:
             linear.weight.copy_(torch.from_numpy(W))
             linear.bias.copy_(torch.from_numpy(b))
         layers.append(linear)
-    net = nn.Sequential(*layers)
-    X = torch.from_numpy(prob.X.copy())
-    T = torch.from_numpy(prob.targets.copy())
+    net = nn.Sequential(*layers).to(dev)
+    X = torch.tensor(prob.X, device=dev)
+    T = torch.tensor(prob.targets, device=dev)
     loss_fn = nn.CrossEntropyLoss() if w.loss == "cross_entropy" else nn.MSELoss()
-    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+    # fused=True raises here where this torch has no fused SGD for the device
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, fused=True if fused else None)
 
     def step() -> Any:
         opt.zero_grad(set_to_none=True)
@@ -298,12 +495,14 @@ def torch_runner(prob: Problem) -> Runner:
         opt.step()
         return loss
 
-    return Runner("torch autograd (cpu)", step, to_float=lambda v: float(v.item()))
+    sync, note = device_sync(pp.get_backend(backend=name))
+    return Runner(
+        AUTOGRAD_FUSED if fused else AUTOGRAD, step, sync, lambda v: float(v.item()), note
+    )
 
 
-def floor_runner(prob: Problem) -> Runner:
-    """Only the matrix products of one step: S = X @ W.T, G.T @ X, and G @ W except for
-    the first layer."""
+def _floor_layers(prob: Problem) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(input, W, grad of output) of each layer, random but of the step's shapes."""
     rng = np.random.default_rng(SEED + 1)
     n = prob.X.shape[0]
     layers = []
@@ -312,31 +511,131 @@ def floor_runner(prob: Problem) -> Runner:
         G = rng.standard_normal((n, W.shape[0])).astype(np.float32)
         layers.append((H, W, G))
         H = rng.standard_normal((n, W.shape[0])).astype(np.float32)
+    return layers
 
-    def step() -> float:
-        for H, W, _ in layers:
-            H @ W.T
-        for i in range(len(layers) - 1, -1, -1):
-            H, W, G = layers[i]
-            G.T @ H
+
+def floor_runner(prob: Problem, name: str) -> Runner:
+    """Only the matrix products of one step: S = H @ W.T, G.T @ H, and G @ W except for
+    the first layer, into preallocated outputs where the library has ``out=``."""
+    host = _floor_layers(prob)
+    backend = pp.get_backend(backend=name)
+    lib = backend.library
+    if lib == "jax":
+        import jax
+
+        arrays = [tuple(pp.asarray(a, backend=backend) for a in layer) for layer in host]
+
+        @jax.jit
+        def products(layers: list[tuple[Any, ...]]) -> list[Any]:
+            out = [H @ W.T for H, W, _ in layers]
+            for i in range(len(layers) - 1, -1, -1):
+                H, W, G = layers[i]
+                out.append(G.T @ H)
+                if i:
+                    out.append(G @ W)
+            return out
+
+        last: list[Any] = []
+
+        def step() -> float:
+            last[:] = products(arrays)
+            return float("nan")
+
+        def sync() -> None:
+            jax.block_until_ready(last)
+
+        return Runner(FLOOR, step, sync, note="under jax.jit, block_until_ready each step")
+    if lib in ("numpy", "torch", "cupy"):
+        if lib == "numpy":
+            xp_mm: Any = np.matmul
+            layers = host
+        elif lib == "torch":
+            import torch
+
+            xp_mm = torch.mm
+            layers = [tuple(torch.tensor(a, device=backend.device) for a in la) for la in host]
+        else:
+            import cupy
+
+            xp_mm = cupy.matmul
+            with backend.device:
+                layers = [tuple(cupy.asarray(a) for a in la) for la in host]
+        zeros = backend.xp.zeros
+        dt, dev = backend.xp.float32, backend.device
+        fwd = [zeros((H.shape[0], W.shape[0]), dtype=dt, device=dev) for H, W, _ in layers]
+        gws = [zeros(W.shape, dtype=dt, device=dev) for _, W, _ in layers]
+        gins = [zeros(H.shape, dtype=dt, device=dev) for H, _, _ in layers]
+
+        def step() -> float:
+            for i, (H, W, _) in enumerate(layers):
+                xp_mm(H, W.T, out=fwd[i])
+            for i in range(len(layers) - 1, -1, -1):
+                H, W, G = layers[i]
+                xp_mm(G.T, H, out=gws[i])
+                if i:
+                    xp_mm(G, W, out=gins[i])
+            return float("nan")
+
+        sync, note = device_sync(backend)
+        return Runner(FLOOR, step, sync, note=", ".join(x for x in ("out= buffers", note) if x))
+    # array-api-strict: the namespace's matmul, no out=
+    xp = backend.xp
+    layers_x = [tuple(pp.asarray(a, backend=backend) for a in la) for la in host]
+
+    def step_x() -> float:
+        for H, W, _ in layers_x:
+            xp.matmul(H, xp.matrix_transpose(W))
+        for i in range(len(layers_x) - 1, -1, -1):
+            H, W, G = layers_x[i]
+            xp.matmul(xp.matrix_transpose(G), H)
             if i:
-                G @ W
+                xp.matmul(G, W)
         return float("nan")
 
-    return Runner("matmul floor (numpy)", step)
+    return Runner(FLOOR, step_x)
+
+
+def library_runners(
+    prob: Problem, name: str, rows: tuple[str, ...] = ROW_ORDER
+) -> tuple[list[Runner], dict[str, str]]:
+    """The rows (of ``rows``) of the library of backend ``name``, and why the missing ones
+    are missing."""
+    lib = pp.get_backend(backend=name).library
+    na: dict[str, str] = {}
+    runners: list[Runner] = []
+    builders: list[tuple[str, Callable[[], Runner]]] = [(FLOOR, lambda: floor_runner(prob, name))]
+    if lib == "numpy":
+        builders.append((NUMPY_HAND, lambda: numpy_hand_runner(prob)))
+    if lib == "torch":
+        builders += [
+            (TORCH_HAND, lambda: torch_hand_runner(prob, name)),
+            (AUTOGRAD, lambda: torch_autograd_runner(prob, name, fused=False)),
+            (AUTOGRAD_FUSED, lambda: torch_autograd_runner(prob, name, fused=True)),
+        ]
+    for row, build in builders:
+        if row not in rows:
+            continue
+        try:
+            runners.append(build())
+        except Exception as exc:  # noqa: BLE001 - report it and time the others
+            na[row] = f"{type(exc).__name__}: {exc}"
+    try:
+        more, more_na = portprop_runners(prob, name, tuple(r for r in PORTPROP_ROWS if r in rows))
+    except Exception as exc:  # noqa: BLE001
+        more, more_na = [], {row: f"{type(exc).__name__}: {exc}" for row in PORTPROP_ROWS}
+    return runners + more, {**na, **more_na}
 
 
 # --------------------------------------------------------------------------------------
-# Timing
+# Timing, inside a worker process
 # --------------------------------------------------------------------------------------
 
 
-def check_losses(runners: list[Runner], failed: dict[str, str], steps: int = 3) -> dict[str, float]:
-    """Relative difference of each runner's loss to the hand-written NumPy one over the
-    first ``steps`` steps (the runners are fresh: every one starts from the same weights).
-
-    A runner whose step raises is recorded in ``failed`` and left out of the timing.
-    """
+def check_losses(
+    runners: list[Runner], failed: dict[str, str], steps: int = 3
+) -> dict[str, list[float]]:
+    """The losses of the first ``steps`` steps of each runner (fresh: every one starts
+    from the same weights).  A runner whose step raises is recorded in ``failed``."""
     losses = {}
     for r in runners:
         values = []
@@ -348,55 +647,402 @@ def check_losses(runners: list[Runner], failed: dict[str, str], steps: int = 3) 
         except Exception as exc:  # noqa: BLE001 - report it and time the others
             failed[r.name] = f"{type(exc).__name__}: {exc}"
             continue
-        losses[r.name] = np.array(values)
-    ref = losses["numpy (by hand)"]
-    return {
-        name: float(np.max(np.abs(v - ref) / np.maximum(np.abs(ref), 1e-30)))
-        for name, v in losses.items()
-    }
+        losses[r.name] = values
+    return losses
 
 
-def time_runners(
-    runners: list[Runner], repeats: int, warmup: int, rounds: int, budget: float
-) -> None:
-    """Time ``repeats`` steps of every runner, in ``rounds`` interleaved rounds; a runner
-    whose timed steps exceed ``budget`` seconds in all stops early (slow backends on a
-    busy machine), after at least 3 steps a round."""
+def warm_up(runners: list[Runner], steps: int, budget: float) -> None:
+    """``steps`` untimed steps of each runner, or fewer (at least 2) past ``budget`` s."""
     for r in runners:
-        for _ in range(warmup):
+        deadline = time.perf_counter() + budget
+        for i in range(steps):
             r.step()
-        r.sync()
-    per_round = [repeats // rounds + (i < repeats % rounds) for i in range(rounds)]
-    round_budget = budget / rounds
-    perf = time.perf_counter
+            r.sync()
+            if i >= 1 and time.perf_counter() > deadline:
+                break
+
+
+def time_round(runners: list[Runner], k: int, count: int, budget: float) -> None:
+    """One round: up to ``count`` timed steps of each runner, in an order rotated by ``k``,
+    each runner stopping after ``budget`` seconds (at least one step)."""
+    perf, cpu = time.perf_counter, time.process_time
+    order = runners[k % len(runners) :] + runners[: k % len(runners)]
     # One full collection now, and everything alive moved out of the collector's sight,
     # so that the collections the steps trigger cost what they cost in a training loop.
     gc.collect()
     gc.freeze()
-    for k, count in enumerate(per_round):
-        order = runners[k % len(runners) :] + runners[: k % len(runners)]
-        for r in order:
-            step, sync, samples = r.step, r.sync, r.samples
-            deadline = perf() + round_budget
-            for i in range(count):
-                t0 = perf()
-                step()
-                sync()
-                t1 = perf()
-                samples.append(t1 - t0)
-                if t1 > deadline and i >= 2:
-                    break
+    for r in order:
+        step, sync, samples = r.step, r.sync, r.samples
+        c0, w0 = cpu(), perf()
+        deadline = w0 + budget
+        for _ in range(count):
+            t0 = perf()
+            step()
+            sync()
+            t1 = perf()
+            samples.append(t1 - t0)
+            if t1 > deadline:
+                break
+        r.cpu += cpu() - c0
+        r.wall += perf() - w0
     gc.unfreeze()
 
 
-def summarize(samples: list[float]) -> tuple[float, float]:
-    q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return med, q3 - q1
+def _pin(threads: int) -> str:
+    """Cap every pool of this process at ``threads`` and pin it to that many cores."""
+    note = ""
+    if hasattr(os, "sched_getaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cores)
+        note = f"pinned to cores {cores}"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        note += "; threadpoolctl missing: BLAS capped by the environment only"
+    else:
+        _LIMITS.append(threadpool_limits(limits=threads))
+    return note
+
+
+_LIMITS: list[Any] = []  # keeps the threadpoolctl limits alive
+
+
+def worker_main(conn: Any, name: str, threads: int | None) -> None:
+    """Serve one library in this process: build its rows, time rounds on request."""
+    warnings.filterwarnings("ignore", message=".*int64.*", category=UserWarning)
+    note = _pin(threads) if threads is not None else ""
+    try:
+        backend = pp.get_backend(backend=name)
+        if backend.library == "torch":
+            import torch
+
+            if threads is not None:
+                torch.set_num_threads(threads)
+                torch.set_num_interop_threads(threads)
+            note += f"; torch threads {torch.get_num_threads()}/{torch.get_num_interop_threads()}"
+        if threads is not None:
+            note = _pin(threads)  # again: the pools that importing the library opened
+    except Exception as exc:  # noqa: BLE001 - the parent reports it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", note.lstrip("; ")))
+    runners: list[Runner] = []
+    while True:
+        msg = conn.recv()
+        kind = msg[0]
+        if kind == "setup":
+            _, key, warmup, warmup_budget, wanted = msg
+            runners = []
+            gc.collect()
+            prob = make_problem(WORKLOADS[key])
+            runners, na = library_runners(prob, name, wanted)
+            failed: dict[str, str] = {}
+            losses = check_losses(runners, failed)
+            runners = [r for r in runners if r.name not in failed]
+            try:
+                warm_up(runners, warmup, warmup_budget)
+            except Exception as exc:  # noqa: BLE001
+                conn.send(("error", f"warm-up: {type(exc).__name__}: {exc}"))
+                runners = []
+                continue
+            info = {r.name: r.note for r in runners}
+            conn.send(("ok", info, losses, na, failed))
+        elif kind == "round":
+            _, k, count, budget = msg
+            for r in runners:
+                r.samples, r.cpu, r.wall = [], 0.0, 0.0
+            try:
+                time_round(runners, k, count, budget)
+            except Exception as exc:  # noqa: BLE001
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+                continue
+            conn.send(("ok", {r.name: (r.samples, r.cpu, r.wall) for r in runners}))
+        else:  # "exit"
+            conn.close()
+            return
+
+
+# --------------------------------------------------------------------------------------
+# The parent: one worker per library, one at a time
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """What the parent knows of one row of one library on one workload."""
+
+    library: str
+    name: str
+    samples: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    wall: float = 0.0
+    note: str = ""
+    loss_diff: float = float("nan")
+    missing: str = ""  # "n/a (...)" or "FAILED ..."
+
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    def iqr(self) -> float:
+        if len(self.samples) < 2:
+            return float("nan")
+        q1, _, q3 = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q3 - q1
+
+
+class Worker:
+    """A process that serves one library."""
+
+    def __init__(self, name: str, threads: int | None) -> None:
+        ctx = mp.get_context("spawn")
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child, name, threads), daemon=True)
+        self.process.start()
+        child.close()
+        self.note = ""
+        self.error = ""
+        reply = self.ask(None, timeout=300)
+        if reply[0] == "ready":
+            self.note = reply[1]
+
+    def ask(self, msg: tuple[Any, ...] | None, timeout: float = 3600) -> tuple[Any, ...]:
+        if self.error:
+            return ("error", self.error)
+        try:
+            if msg is not None:
+                self.conn.send(msg)
+            if not self.conn.poll(timeout):
+                self.error = f"no answer within {timeout:.0f} s"
+                self.process.kill()
+                return ("error", self.error)
+            reply: tuple[Any, ...] = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            self.error = (
+                f"the worker process died ({type(exc).__name__}; exit code {self.process.exitcode})"
+            )
+            return ("error", self.error)
+        if reply[0] == "error" and msg is None:
+            self.error = reply[1]
+        return reply
+
+    def close(self) -> None:
+        if not self.error:
+            with contextlib.suppress(OSError):
+                self.conn.send(("exit",))
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def measure(
+    workers: list[Worker], w: Workload, args: argparse.Namespace, ref: list[float]
+) -> list[Row]:
+    """Set up ``w`` in every worker, then time interleaved rounds, one worker at a time."""
+    rows: dict[tuple[str, str], Row] = {}
+    ready = []
+    for wk in workers:
+        wanted = args.rows
+        if args.quick and not args.rows_given and wk.name.startswith("torch"):
+            wanted = tuple(r for r in wanted if r != PP_COMPILED)
+            rows[(wk.name, PP_COMPILED)] = Row(
+                wk.name,
+                PP_COMPILED,
+                missing="n/a (left out by --quick: torch.compile takes longer than a smoke "
+                "run; --rows includes it)",
+            )
+        reply = wk.ask(("setup", w.key, args.warmup, args.budget / 2, wanted))
+        if reply[0] != "ok":
+            rows[(wk.name, "*")] = Row(wk.name, "(all rows)", missing=f"FAILED {reply[1]}")
+            continue
+        _, info, losses, na, failed = reply
+        for row_name, note in info.items():
+            row = Row(wk.name, row_name, note=note)
+            values = losses.get(row_name)
+            if values and not np.isnan(values).any():
+                v, r = np.asarray(values), np.asarray(ref)
+                row.loss_diff = float(np.max(np.abs(v - r) / np.maximum(np.abs(r), 1e-30)))
+            rows[(wk.name, row_name)] = row
+        for row_name, reason in na.items():
+            rows[(wk.name, row_name)] = Row(wk.name, row_name, missing=f"n/a ({reason})")
+        for row_name, reason in failed.items():
+            rows[(wk.name, row_name)] = Row(wk.name, row_name, missing=f"FAILED {reason}")
+        ready.append(wk)
+    per_round = max(1, args.repeats // args.rounds)
+    round_budget = args.budget / args.rounds
+    for k in range(args.rounds):
+        for wk in ready[k % len(ready) :] + ready[: k % len(ready)] if ready else []:
+            reply = wk.ask(("round", k, per_round, round_budget))
+            if reply[0] != "ok":
+                rows[(wk.name, "*")] = Row(wk.name, "(all rows)", missing=f"FAILED {reply[1]}")
+                continue
+            for row_name, (samples, cpu, wall) in reply[1].items():
+                row = rows[(wk.name, row_name)]
+                row.samples += samples
+                row.cpu += cpu
+                row.wall += wall
+    order = {n: i for i, n in enumerate(ROW_ORDER)}
+    names = [wk.name for wk in workers]
+    return sorted(
+        rows.values(), key=lambda r: (names.index(r.library), order.get(r.name, len(order)))
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------
+
+
+def _fmt_time(seconds: float) -> str:
+    if np.isnan(seconds):
+        return "-"
+    if seconds >= 1e-2:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def _ratio(a: float, b: float) -> str:
+    return "-" if np.isnan(a) or np.isnan(b) or b <= 0 else f"{a / b:.2f}x"
+
+
+def floors(rows: list[Row]) -> dict[str, float]:
+    return {r.library: r.median() for r in rows if r.name == FLOOR and r.samples}
+
+
+def numpy_hand(rows: list[Row]) -> float:
+    return next((r.median() for r in rows if r.name == NUMPY_HAND and r.samples), float("nan"))
+
+
+def table(w: Workload, rows: list[Row]) -> str:
+    fl, hand = floors(rows), numpy_hand(rows)
+    lib_w = max([len("library"), *(len(r.library) for r in rows)])
+    name_w = max(len(n) for n in ROW_ORDER)
+    head = (
+        f"{'library':<{lib_w}}  {'implementation':<{name_w}}  {'steps':>5}  {'median':>10}  "
+        f"{'IQR':>10}  {'x floor':>7}  {'x np hand':>9}  {'cpu/wall':>8}  {'loss rel.diff':>13}"
+    )
+    lines = [f"Workload {w.key}: {w.describe()}", head, "-" * len(head)]
+    for r in rows:
+        if r.missing:
+            lines.append(f"{r.library:<{lib_w}}  {r.name:<{name_w}}  {r.missing}")
+            continue
+        med = r.median()
+        cpu = f"{r.cpu / r.wall:.2f}" if r.wall > 0 else "-"
+        diff = "-" if np.isnan(r.loss_diff) else f"{r.loss_diff:.1e}"
+        lines.append(
+            f"{r.library:<{lib_w}}  {r.name:<{name_w}}  {len(r.samples):>5}  "
+            f"{_fmt_time(med):>10}  {_fmt_time(r.iqr()):>10}  "
+            f"{_ratio(med, fl.get(r.library, float('nan'))):>7}  {_ratio(med, hand):>9}  "
+            f"{cpu:>8}  {diff:>13}"
+        )
+    notes = [f"  {r.library} {r.name}: {r.note}" for r in rows if r.note and not r.missing]
+    if notes:
+        lines += ["notes:", *notes]
+    return "\n".join(lines)
+
+
+def summary(results: dict[str, list[Row]]) -> str:
+    """Every workload side by side: ratio to the library's own floor, and the median."""
+    keys = list(results)
+    seen: list[tuple[str, str]] = []
+    cells: dict[tuple[str, str, str], str] = {}
+    for key, rows in results.items():
+        fl = floors(rows)
+        for r in rows:
+            ident = (r.library, r.name)
+            if ident not in seen and r.name != "(all rows)":
+                seen.append(ident)
+            if r.missing:
+                cells[(*ident, key)] = "n/a" if r.missing.startswith("n/a") else "FAILED"
+            elif r.name == FLOOR:
+                cells[(*ident, key)] = _fmt_time(r.median())
+            else:
+                cells[(*ident, key)] = (
+                    f"{_ratio(r.median(), fl.get(r.library, float('nan')))} {_fmt_time(r.median())}"
+                )
+    label_w = max(len(f"{lib} {name}") for lib, name in seen) if seen else 10
+    cell_w = max([14, *(len(c) for c in cells.values())])
+    head = f"{'':<{label_w}}" + "".join(f"  {k:>{cell_w}}" for k in keys)
+    lines = [
+        "Summary: x own library's floor, and median per step (the floor row: its median)",
+        head,
+        "-" * len(head),
+    ]
+    for lib, name in seen:
+        line = f"{lib + ' ' + name:<{label_w}}"
+        line += "".join(f"  {cells.get((lib, name, k), ''):>{cell_w}}" for k in keys)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _best_portprop(rows: list[Row], lib: str) -> tuple[float, str]:
+    """The fastest portprop row of one library (the one a user would pick), and its name."""
+    timed = [(r.median(), r.name) for r in rows if r.library == lib and r.name in PORTPROP_ROWS]
+    timed = [t for t in timed if not np.isnan(t[0])]
+    return min(timed) if timed else (float("nan"), "")
+
+
+def _get(rows: list[Row], lib: str, name: str) -> float:
+    return next(
+        (r.median() for r in rows if r.library == lib and r.name == name and r.samples),
+        float("nan"),
+    )
+
+
+def targets_report(results: dict[str, list[Row]]) -> str:
+    """The targets of issue 13 that this run measured, each with its verdict."""
+    lines = ["Targets (issue 13; portprop = its fastest row of that library):"]
+
+    def check(label: str, value: float, ref: float, limit: float, what: str) -> None:
+        if np.isnan(value) or np.isnan(ref):
+            return
+        ratio = value / ref
+        verdict = "met" if ratio <= limit else "NOT met"
+        lines.append(f"  {label}: {ratio:.3f}x {what} (target <= {limit:.2f}x) -> {verdict}")
+
+    big = {"A", "w512", "w2048", "b256", "b4096"}
+    for key, rows in results.items():
+        fl = floors(rows)
+        hand = numpy_hand(rows)
+        pp_np, n_np = _best_portprop(rows, "numpy")
+        if key == "B":
+            check(f"B numpy ({n_np})", pp_np, hand, 0.90, "numpy by hand")
+        if key in big:
+            check(f"{key} numpy ({n_np})", pp_np, hand, 1.00, "numpy by hand")
+            check(
+                f"{key} numpy ({n_np})", pp_np, fl.get("numpy", float("nan")), 1.18, "numpy floor"
+            )
+        if key in ("w32", "b16"):
+            check(f"{key} numpy ({n_np})", pp_np, hand, 0.90, "numpy by hand")
+        for lib in sorted({r.library for r in rows if r.library.startswith("torch")}):
+            pp_t, n_t = _best_portprop(rows, lib)
+            fused, plain = _get(rows, lib, AUTOGRAD_FUSED), _get(rows, lib, AUTOGRAD)
+            gpu = lib != "torch:cpu"
+            if key == "B" and not gpu:
+                check(f"B {lib} ({n_t})", pp_t, fused, 0.40, "autograd + fused SGD")
+                check(f"B {lib} ({n_t})", pp_t, plain, 0.35, "torch autograd")
+            if key in ("A", "w2048", "b4096") and not gpu:
+                check(f"{key} {lib} ({n_t})", pp_t, fl.get(lib, float("nan")), 1.10, "torch floor")
+            if key.startswith(("w", "b")) and key != "B":
+                check(f"{key} {lib} ({n_t})", pp_t, fused, 1.00, "autograd + fused SGD")
+                if gpu:
+                    check(f"{key} {lib} ({n_t})", pp_t, plain, 1.00, "torch autograd")
+            if key in ("w32", "b16") and not gpu:
+                check(f"{key} {lib} ({n_t})", pp_t, hand, 0.90, "numpy by hand")
+            if gpu and key == "b4096":
+                check(f"b4096 {lib} ({n_t})", pp_t, fl.get(lib, float("nan")), 1.20, "floor")
+        for lib in sorted({r.library for r in rows if r.library.startswith("cupy")}):
+            pp_c, n_c = _best_portprop(rows, lib)
+            if key == "b4096":
+                check(f"b4096 {lib} ({n_c})", pp_c, fl.get(lib, float("nan")), 1.20, "floor")
+        jax_c = _get(rows, "jax", PP_COMPILED)
+        if key == "A":
+            check("A jax compiled", jax_c, fl.get("numpy", float("nan")), 1.00, "numpy floor")
+        if key == "B":
+            check("B jax compiled", jax_c, hand, 1.50, "numpy by hand")
+    if len(lines) == 1:
+        lines.append("  (none measured: run more libraries or workloads)")
+    return "\n".join(lines)
 
 
 def header() -> str:
@@ -407,36 +1053,17 @@ def header() -> str:
         f"portprop {pp.__version__} ({Path(pp.__file__).parent}; {_git_state()})",
         f"numpy {np.__version__}",
     ]
-    try:
-        import torch
-
-        lines.append(
-            f"torch {torch.__version__}: get_num_threads()={torch.get_num_threads()}, "
-            f"get_num_interop_threads()={torch.get_num_interop_threads()}"
-        )
-    except ImportError:
-        lines.append("torch: not installed")
     lines += [
-        f"{dist} {_version(dist)}" for dist in ("jax", "array-api-strict", "array-api-compat")
+        f"{dist} {_version(dist)}"
+        for dist in ("torch", "jax", "cupy", "array-api-strict", "array-api-compat")
     ]
     env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} unset" for k in ENV_VARS)
     lines.append(f"env: {env}")
-    try:
-        from threadpoolctl import threadpool_info
-
-        for info in threadpool_info():
-            extra = ""
-            if "architecture" in info:
-                extra = f", architecture {info['architecture']}"
-            if info.get("threading_layer"):
-                extra += f", threading {info['threading_layer']}"
-            lines.append(
-                f"threadpool: {info.get('internal_api')} {info.get('version')} "
-                f"num_threads={info.get('num_threads')}{extra} "
-                f"({Path(info.get('filepath', '')).name})"
-            )
-    except ImportError:
-        lines.append("threadpoolctl: not installed (BLAS thread counts not shown)")
+    features = [
+        f"Module.use_workspaces {'yes' if hasattr(pp.Module, 'use_workspaces') else 'no'}",
+        f"compile_step {'yes' if hasattr(pp, 'compile_step') else 'no'}",
+    ]
+    lines.append(f"portprop features: {', '.join(features)}")
     return "\n".join(lines)
 
 
@@ -464,23 +1091,12 @@ def _git_state() -> str:
 
 
 def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _busy() -> str:
-    """A warning when other processes kept the cores busy, else ``""``."""
-    try:
-        one_minute = os.getloadavg()[0]
-    except OSError:
-        return ""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # this script itself keeps about one core busy
-    if cores and one_minute > 1.0 + 0.5 * cores:
-        return f"load average {one_minute:.2f} on {cores} cores: other processes were running"
-    return ""
+    for candidate in (dist, f"{dist}-cuda12x", f"{dist}-cuda11x"):
+        try:
+            return version(candidate)
+        except PackageNotFoundError:  # noqa: PERF203 - a handful of names
+            continue
+    return "not installed"
 
 
 def _load() -> str:
@@ -491,7 +1107,8 @@ def _load() -> str:
 
 
 def limit_threads(n: int) -> None:
-    """Cap the BLAS and OpenMP pools of this process at ``n`` threads."""
+    """Cap the BLAS and OpenMP pools and torch's pool of *this* process at ``n`` threads
+    (for scripts that time in-process, such as profile_step.py)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -505,7 +1122,16 @@ def limit_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-_LIMITS: list[Any] = []  # keeps the threadpoolctl limits alive
+def thread_env(n: int) -> None:
+    """Set the environment that caps every library's pool at ``n`` threads, read when a
+    worker process starts (before it imports any array library)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "XLA_FLAGS" not in os.environ:
+        eigen = "true" if n > 1 else "false"
+        os.environ["XLA_FLAGS"] = (
+            f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={n}"
+        )
 
 
 def _cpu_model() -> str:
@@ -517,57 +1143,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "?"
-
-
-def table(w: Workload, runners: list[Runner], errors: dict[str, float]) -> str:
-    stats = {r.name: summarize(r.samples) for r in runners}
-    ref_np = stats["numpy (by hand)"][0]
-    ref_torch = stats.get("torch autograd (cpu)", (float("nan"), 0.0))[0]
-    scale, unit = (1e3, "ms") if ref_np >= 1e-3 else (1e6, "us")
-    width = max(len(r.name) for r in runners)
-    head = (
-        f"{'implementation':<{width}}  {'steps':>5}  {'median ' + unit:>11}  {'IQR ' + unit:>9}  "
-        f"{'x numpy':>8}  {'x torch':>8}  {'loss rel.diff':>13}"
-    )
-    lines = [
-        f"Workload {w.key}: {w.describe()}",
-        head,
-        "-" * len(head),
-    ]
-    for r in runners:
-        med, iqr = stats[r.name]
-        err = errors.get(r.name)
-        err_text = "-" if err is None or np.isnan(err) else f"{err:.1e}"
-        lines.append(
-            f"{r.name:<{width}}  {len(r.samples):>5}  {med * scale:>11.3f}  {iqr * scale:>9.3f}  "
-            f"{med / ref_np:>8.3f}  {med / ref_torch:>8.3f}  {err_text:>13}"
-        )
-    notes = [f"  {r.name}: {r.note}" for r in runners if r.note]
-    if notes:
-        lines += ["notes:", *notes]
-    return "\n".join(lines)
-
-
-def targets_report(results: dict[str, dict[str, float]]) -> str:
-    lines = ["Targets:"]
-    for key, med in results.items():
-        np_ref, torch_ref = med.get("numpy (by hand)"), med.get("torch autograd (cpu)")
-        pp_np, pp_torch = med.get("portprop/numpy"), med.get("portprop/torch:cpu")
-        if pp_np is not None and np_ref is not None:
-            ratio = pp_np / np_ref
-            verdict = "met" if ratio <= 1.10 else "NOT met"
-            lines.append(
-                f"  {key}: portprop/numpy within 1.10x of numpy: {ratio:.3f}x -> {verdict}"
-            )
-        if pp_torch is not None and torch_ref is not None:
-            ratio = pp_torch / torch_ref
-            verdict = "met" if ratio < 1.0 else "NOT met"
-            lines.append(
-                f"  {key}: portprop/torch:cpu faster than torch autograd: {ratio:.3f}x -> {verdict}"
-            )
-    if len(lines) == 1:
-        lines.append("  (not measured: the portprop/numpy or portprop/torch:cpu row is missing)")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
@@ -593,49 +1168,68 @@ def available_backends() -> tuple[list[str], list[str]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--repeats",
-        type=int,
-        help="timed steps per implementation and workload "
-        f"(default: {', '.join(f'{k} {w.repeats}' for k, w in WORKLOADS.items())})",
+        "--quick", action="store_true", help=f"a smoke run: workloads {QUICK_WORKLOADS}, short"
     )
+    parser.add_argument("--repeats", type=int, help="most timed steps per row (default 2000)")
     parser.add_argument(
         "--budget",
         type=float,
-        help="seconds of timed steps per implementation and workload, after which it stops "
-        "early (default 6, 1 with --quick)",
+        help="seconds of timed steps per row and workload (default 2, 0.1 with --quick)",
     )
-    parser.add_argument("--warmup", type=int, default=20, help="untimed steps first (>= 20)")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 20, 3 quick)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 10, 3 quick)")
     parser.add_argument(
         "--backends",
-        help="comma-separated portprop backends (default: every available one), "
-        "e.g. numpy,torch:cpu,jax,array_api_strict,torch:cuda,cupy:0",
+        help="comma-separated portprop backends, one process each (default: every "
+        "available one), e.g. numpy,torch:cpu,jax,array_api_strict,torch:cuda,cupy:0",
     )
-    parser.add_argument("--workloads", default="A,B", help="comma-separated: A, B")
+    parser.add_argument(
+        "--workloads",
+        help=f"comma-separated, of {', '.join(WORKLOADS)}; 'all' for every one "
+        f"(default all, {QUICK_WORKLOADS} with --quick)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
-        help="limit BLAS/OpenMP pools (threadpoolctl), torch.set_num_threads and, unless "
-        "XLA_FLAGS is set, JAX's CPU pool to this many threads (default: leave every library "
-        "as it starts)",
+        help="cap every library's pools at this many threads and pin each process to "
+        "that many cores (default: leave every library as it starts)",
     )
-    parser.add_argument("--no-torch", action="store_true", help="skip the torch autograd row")
+    parser.add_argument(
+        "--rows",
+        help=f"comma-separated rows to time (default all): {', '.join(ROW_ORDER)}; "
+        "the floor is always timed",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the raw medians here")
     args = parser.parse_args(argv)
-    if args.warmup < 20:
-        parser.error(f"--warmup must be at least 20, got {args.warmup}")
-    if args.repeats is not None and args.repeats < 4:
-        parser.error(f"--repeats must be at least 4, got {args.repeats}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    args.rows_given = bool(args.rows)
+    if args.rows:
+        wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        unknown_rows = [r for r in wanted if r not in ROW_ORDER]
+        if unknown_rows:
+            parser.error(f"--rows takes {', '.join(ROW_ORDER)}; got {unknown_rows}")
+        args.rows = tuple(r for r in ROW_ORDER if r in wanted or r == FLOOR)
+    else:
+        args.rows = ROW_ORDER
+    quick = args.quick
+    args.repeats = args.repeats if args.repeats is not None else (200 if quick else 2000)
+    args.budget = args.budget if args.budget is not None else (0.1 if quick else 2.0)
+    args.warmup = args.warmup if args.warmup is not None else (3 if quick else 20)
+    args.rounds = args.rounds if args.rounds is not None else (3 if quick else 10)
+    if args.workloads in (None, "all"):
+        args.workloads = (
+            QUICK_WORKLOADS if quick and args.workloads is None else ",".join(WORKLOADS)
+        )
+    for opt, low in (("repeats", 1), ("warmup", 2), ("rounds", 1), ("threads", 1)):
+        value = getattr(args, opt)
+        if value is not None and value < low:
+            parser.error(f"--{opt} must be at least {low}, got {value}")
+    if args.budget <= 0:
+        parser.error(f"--budget must be positive, got {args.budget}")
     unknown = [k for k in args.workloads.split(",") if k not in WORKLOADS]
     if unknown:
-        parser.error(f"--workloads takes A and/or B, got {unknown}")
+        parser.error(f"--workloads takes {', '.join(WORKLOADS)} or all, got {unknown}")
     return args
 
 
@@ -643,92 +1237,78 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     load_before = _load()
-    if args.threads is not None and "XLA_FLAGS" not in os.environ:
-        # read when JAX starts its CPU client, that is below: its pool is sized here
-        eigen = "true" if args.threads > 1 else "false"
-        os.environ["XLA_FLAGS"] = (
-            f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={args.threads}"
-        )
-    found, skipped = available_backends()  # imports every library that portprop can use
     if args.threads is not None:
-        limit_threads(args.threads)
+        thread_env(args.threads)
+    if args.backends:
+        names = [b.strip() for b in args.backends.split(",") if b.strip()]
+        skipped: list[str] = []
+    else:
+        names, skipped = available_backends()  # imports every library portprop can use
     print(header())
     print(f"load average before: {load_before}")
-    if args.backends:
-        wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
-        names = []
-        for name in wanted:
-            try:
-                pp.get_backend(backend=name)
-            except (pp.BackendUnavailableError, pp.UnknownBackendError) as exc:
-                skipped.append(f"{name}: {exc}")
-                continue
-            names.append(name)
-    else:
-        names = found
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        has_torch = False
-        skipped.append("torch autograd: torch is not installed")
-    else:
-        has_torch = not args.no_torch
-    print(f"portprop backends timed: {', '.join(names) or 'none'}")
+    print(
+        f"threads: {args.threads if args.threads is not None else 'as each library starts'}; "
+        f"budget {args.budget} s per row and workload in {args.rounds} rounds, "
+        f"warm-up {args.warmup} steps"
+    )
+    workers = []
+    for name in names:
+        wk = Worker(name, args.threads)
+        if wk.error:
+            skipped.append(f"{name}: {wk.error}")
+            wk.close()
+            continue
+        print(f"process for {name}: pid {wk.process.pid}{', ' + wk.note if wk.note else ''}")
+        workers.append(wk)
     for line in skipped:
         print(f"  skipped {line}")
     print()
 
-    results: dict[str, dict[str, float]] = {}
-    for key in args.workloads.split(","):
-        w = WORKLOADS[key]
-        repeats = args.repeats or (w.quick_repeats if args.quick else w.repeats)
-        rounds = min(args.rounds, repeats)
-        budget = args.budget if args.budget is not None else (1.0 if args.quick else 6.0)
-        prob = make_problem(w)
-
-        failed: dict[str, str] = {}
-
-        def build(prob: Problem = prob, failed: dict[str, str] = failed) -> list[Runner]:
-            runners = []
-            for name in names:
-                if f"portprop/{name}" in failed:
-                    continue
-                try:
-                    runners.append(portprop_runner(prob, name))
-                except Exception as exc:  # noqa: BLE001 - report it and time the others
-                    failed[f"portprop/{name}"] = f"{type(exc).__name__}: {exc}"
-            runners.append(numpy_runner(prob))
-            if has_torch:
-                runners.append(torch_runner(prob))
-            runners.append(floor_runner(prob))
-            return runners
-
-        with warnings.catch_warnings():
-            # jax turns the int64 labels into int32 (x64 off), and says so
-            warnings.filterwarnings("ignore", message=".*int64.*", category=UserWarning)
-            errors = check_losses(build(), failed)
-            runners = [r for r in build() if r.name not in failed]
-            time_runners(runners, repeats, args.warmup, rounds, budget)
-        print(table(w, runners, errors))
-        for name, reason in failed.items():
-            print(f"  FAILED {name}: {reason}")
-        print()
-        results[key] = {r.name: summarize(r.samples)[0] for r in runners}
-
-    busy = _busy()
-    if busy:
-        print(f"WARNING: {busy}; the timings below the header are unreliable (rerun when idle).")
+    results: dict[str, list[Row]] = {}
+    try:
+        for key in args.workloads.split(","):
+            w = WORKLOADS[key]
+            ref_runner = numpy_hand_runner(make_problem(w))
+            ref = [float(ref_runner.step()) for _ in range(3)]
+            rows = measure(workers, w, args, ref)
+            results[key] = rows
+            print(table(w, rows))
+            print(flush=True)
+    finally:
+        for wk in workers:
+            wk.close()
+    print(summary(results))
+    print()
+    shares = [r.cpu / r.wall for rows in results.values() for r in rows if r.wall > 0]
+    if shares and statistics.median(shares) < 0.8:
+        print(
+            f"WARNING: the timed processes got {statistics.median(shares):.2f} of a core "
+            "(median cpu/wall): other processes competed for the cores, so the times are "
+            "inflated and noisy; rerun on an idle machine.\n"
+        )
     print(targets_report(results))
     print(
-        "\nx numpy / x torch: median time divided by that of 'numpy (by hand)' / "
-        "'torch autograd (cpu)' (below 1 is faster).\nloss rel.diff: largest relative "
-        "difference of the loss to 'numpy (by hand)' over the first 3 steps."
+        "\nx floor: median over that of the same library's 'matmul floor'; x np hand: over "
+        "'numpy by hand' (below 1 is faster).\ncpu/wall: process CPU time over wall time "
+        "of the timed steps (1.00: one core busy).\nloss rel.diff: largest relative "
+        "difference of the loss to 'numpy by hand' over the first 3 steps."
     )
-    print(f"load average after: {_load()} (1, 5, 15 min; above 0 means other processes ran)")
+    print(f"load average before: {load_before}")
+    print(f"load average after:  {_load()} (1, 5, 15 min)")
     print(f"total wall time {time.perf_counter() - start:.1f} s")
     if args.json:
+        out = {
+            "header": header(),
+            "threads": args.threads,
+            "load_before": load_before,
+            "load_after": _load(),
+            "median_seconds": {
+                key: {f"{r.library} {r.name}": r.median() for r in rows if r.samples}
+                for key, rows in results.items()
+            },
+        }
         with Path(args.json).open("w", encoding="utf-8") as f:
-            json.dump({"header": header(), "median_seconds": results}, f, indent=2)
+            json.dump(out, f, indent=2)
     return 0
 
 

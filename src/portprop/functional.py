@@ -9,6 +9,14 @@ Each function takes the array namespace ``xp`` first when it needs one (or only 
 ``sum``, :meth:`portprop.Backend.sum`, where that is all it needs); arrays are never
 created here without ``dtype=`` and ``device=`` taken from an input.
 
+The functions of a training step also take ``out=`` and ``ops=``: given an array
+``out`` (of the result's shape and dtype, from the step before: a workspace, see
+:meth:`portprop.Module.use_workspaces`), the result is written into it through the
+kernels of the backend ``ops`` (:meth:`portprop.Backend.matmul_into`,
+:meth:`~portprop.Backend.multiply_into`), the same operations, and so the same bits,
+as without.  ``out`` is never an input of a product, but may be the gradient that an
+elementwise ``*_backward`` multiplies (it is then updated in place).
+
 ==========================================================================  =========================
 lecture                                                                     function
 ==========================================================================  =========================
@@ -32,7 +40,10 @@ GELU, SiLU, ELU, softplus, log-softmax, ``*_backward``                      :fun
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portprop.backend import Backend
 
 __all__ = [
     "bce_with_logits_loss",
@@ -67,23 +78,29 @@ Array = Any
 # ---- the linear map s = w x + b and its three derivatives -------------------------------
 
 
-def linear(X: Array, W: Array, b: Array) -> Array:
+def linear(
+    X: Array, W: Array, b: Array | None, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r"""Forward pass of a layer, :math:`s^{(l)} = w^{(l)} x^{(l-1)} + b^{(l)}`.
 
-    ``(batch, in) , (out, in) , (out,) -> (batch, out)``: ``S = X @ W.T + b``.
+    ``(batch, in) , (out, in) , (out,) -> (batch, out)``: ``S = X @ W.T + b`` (without
+    the bias when ``b`` is ``None``).
     """
-    S = X @ W.T
-    S += b
+    S = X @ W.T if out is None or ops is None else ops.matmul_into(X, W.T, out)
+    if b is not None:
+        S += b
     return S
 
 
-def weight_gradient(dl_ds: Array, X: Array) -> Array:
+def weight_gradient(
+    dl_ds: Array, X: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r""":math:`[\partial\ell/\partial w^{(l)}] = [\partial\ell/\partial s^{(l)}]\,(x^{(l-1)})^T`,
     summed over the batch.
 
     ``(batch, out) , (batch, in) -> (out, in)``: ``dl_ds.T @ X``.
     """
-    return dl_ds.T @ X
+    return dl_ds.T @ X if out is None or ops is None else ops.matmul_into(dl_ds.T, X, out)
 
 
 def bias_gradient(sum: Callable[..., Array], dl_ds: Array) -> Array:
@@ -96,12 +113,14 @@ def bias_gradient(sum: Callable[..., Array], dl_ds: Array) -> Array:
     return sum(dl_ds, axis=0)
 
 
-def input_gradient(dl_ds: Array, W: Array) -> Array:
+def input_gradient(
+    dl_ds: Array, W: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r""":math:`[\partial\ell/\partial x^{(l-1)}] = (w^{(l)})^T\,[\partial\ell/\partial s^{(l)}]`.
 
     ``(batch, out) , (out, in) -> (batch, in)``: ``dl_ds @ W``.
     """
-    return dl_ds @ W
+    return dl_ds @ W if out is None or ops is None else ops.matmul_into(dl_ds, W, out)
 
 
 # ---- activations: sigma and dl/ds = dl/dx * sigma'(s) -----------------------------------
@@ -112,10 +131,13 @@ def tanh(xp: Any, S: Array) -> Array:
     return xp.tanh(S)
 
 
-def tanh_backward(dl_dx: Array, Y: Array) -> Array:
+def tanh_backward(
+    dl_dx: Array, Y: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot (1 - \tanh^2 s)`, from
     the output ``Y = tanh(S)`` that the forward pass kept."""
-    return dl_dx * (1.0 - Y * Y)
+    slope = 1.0 - Y * Y
+    return dl_dx * slope if out is None or ops is None else ops.multiply_into(dl_dx, slope, out)
 
 
 def sigmoid(xp: Any, S: Array) -> Array:
@@ -125,13 +147,18 @@ def sigmoid(xp: Any, S: Array) -> Array:
     return xp.where(S >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def sigmoid_backward(dl_dx: Array, Y: Array) -> Array:
+def sigmoid_backward(
+    dl_dx: Array, Y: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot \sigma(s)(1-\sigma(s))`,
     from the output ``Y`` that the forward pass kept."""
-    return dl_dx * (Y * (1.0 - Y))
+    slope = Y * (1.0 - Y)
+    return dl_dx * slope if out is None or ops is None else ops.multiply_into(dl_dx, slope, out)
 
 
-def relu(xp: Any, S: Array) -> tuple[Array, Array]:
+def relu(
+    xp: Any, S: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> tuple[Array, Array]:
     r""":math:`\sigma(s) = \max(0, s)`, as :math:`s \odot \sigma'(s)`; also returns
     :math:`\sigma'(s) = 1[s > 0]` (zeros and ones of ``S``'s dtype), which is all the
     backward pass needs.
@@ -140,26 +167,38 @@ def relu(xp: Any, S: Array) -> tuple[Array, Array]:
     several times slower than a multiplication on CPUs.
     """
     mask = xp.astype(S > 0, S.dtype)
-    return S * mask, mask  # (an input of -inf gives 0 * -inf = NaN, as NaN gives NaN)
+    # (an input of -inf gives 0 * -inf = NaN, as NaN gives NaN)
+    return (S * mask if out is None or ops is None else ops.multiply_into(S, mask, out)), mask
 
 
-def relu_backward(dl_dx: Array, mask: Array) -> Array:
+def relu_backward(
+    dl_dx: Array, mask: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot 1[s > 0]`."""
-    return dl_dx * mask
+    return dl_dx * mask if out is None or ops is None else ops.multiply_into(dl_dx, mask, out)
 
 
-def leaky_relu(xp: Any, S: Array, negative_slope: float) -> tuple[Array, Array]:
+def leaky_relu(
+    xp: Any,
+    S: Array,
+    negative_slope: float,
+    *,
+    out: Array | None = None,
+    ops: Backend | None = None,
+) -> tuple[Array, Array]:
     r""":math:`\sigma(s) = s` for :math:`s > 0`, :math:`a s` otherwise, as
     :math:`s \odot \sigma'(s)`; also returns :math:`\sigma'(s) = 1[s>0] + a\,1[s\le0]`."""
     slope = xp.astype(S > 0, S.dtype)
     slope *= 1.0 - negative_slope
     slope += negative_slope
-    return S * slope, slope
+    return (S * slope if out is None or ops is None else ops.multiply_into(S, slope, out)), slope
 
 
-def leaky_relu_backward(dl_dx: Array, slope: Array) -> Array:
+def leaky_relu_backward(
+    dl_dx: Array, slope: Array, *, out: Array | None = None, ops: Backend | None = None
+) -> Array:
     r""":math:`\partial\ell/\partial s = \partial\ell/\partial x \odot (1[s>0] + a\,1[s\le0])`."""
-    return dl_dx * slope
+    return dl_dx * slope if out is None or ops is None else ops.multiply_into(dl_dx, slope, out)
 
 
 def identity_backward(dl_dx: Array) -> Array:
@@ -195,7 +234,8 @@ def log_sum_exp(xp: Any, Z: Array) -> Array:
 
 def one_hot(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:
     """``(batch,)`` integer labels -> ``(batch, num_classes)`` rows of zeros with a one."""
-    classes = xp.arange(num_classes, dtype=labels.dtype, device=labels.device)
+    # getattr: a JAX tracer (inside a compiled step) has no device
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=getattr(labels, "device", None))
     return xp.astype(labels[:, None] == classes[None, :], dtype)
 
 

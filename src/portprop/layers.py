@@ -95,6 +95,8 @@ class Linear(Module):
         Shape ``(out_features,)``.
     """
 
+    _output_is_scratch = True  # keeps its input, not its output
+
     def __init__(
         self,
         in_features: int,
@@ -115,6 +117,8 @@ class Linear(Module):
         self.weight = Parameter(self.backend.from_host(weight, self.dtype))
         self.bias = Parameter(self.backend.from_host(b, self.dtype)) if bias else None
         self._X: Array | None = None
+        # With workspaces, the array the weight's gradient is written into after zero_grad.
+        self._grad_buffer: Array | None = None
 
     def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
         super()._check_input(X, argname, grad=grad)
@@ -128,23 +132,34 @@ class Linear(Module):
 
     def _forward(self, X: Array) -> Array:
         self._X = X
-        if self.bias is None:
-            return X @ self.weight.data.T
-        return F.linear(X, self.weight.data, self.bias.data)
+        self._workspace(X)
+        b = None if self.bias is None else self.bias.data
+        S = F.linear(X, self.weight.data, b, out=self._buffer("S", self._ws_out), ops=self.backend)
+        return self._remember("S", S, self._ws_out)
 
     def _backward(self, dl_ds: Array, input_grad: bool) -> Array | None:
         X = self._X
         if X is None:
             self._require_cache(X)
         weight, bias = self.weight, self.bias
-        weight.accumulate(F.weight_gradient(dl_ds, X))
+        if weight.grad is None and self._ws is not None:  # the first since zero_grad
+            grad = F.weight_gradient(dl_ds, X, out=self._grad_buffer, ops=self.backend)
+            weight.accumulate(grad)
+            self._grad_buffer = grad
+        else:
+            weight.accumulate(F.weight_gradient(dl_ds, X))
         if bias is not None:
             bias.accumulate(F.bias_gradient(self.backend.sum, dl_ds))
-        return F.input_gradient(dl_ds, weight.data) if input_grad else None
+        if not input_grad:
+            return None
+        out = self._buffer("dX", self._ws_grad)
+        return self._remember(
+            "dX", F.input_gradient(dl_ds, weight.data, out=out, ops=self.backend), self._ws_grad
+        )
 
     def _clear_cache(self) -> None:
         super()._clear_cache()
-        self._X = None
+        self._X = self._grad_buffer = None
 
     def extra_repr(self) -> str:
         return (
@@ -174,6 +189,23 @@ class _Activation(Module):
         super()._clear_cache()
         self._kept = None
 
+    def _output_buffer(self, X: Array) -> Array | None:
+        """With workspaces, the array to write the output of input ``X`` into: ``X``
+        itself after a layer that keeps no reference to its output, the buffer of the
+        last step of this shape, or ``None`` (the first step, or the output leaves the
+        model)."""
+        if self._workspace(X) is None:
+            return None
+        return X if self._ws_input else self._buffer("Y", self._ws_out)
+
+    def _in_place(self, dl_dy: Array) -> Array | None:
+        """With workspaces, ``dl_dy`` itself as the array to write the input gradient
+        into, where it came from a later layer of the model (which holds it no more) and
+        goes to an earlier one (so the caller never receives it); else ``None``."""
+        if self._ws is not None and self._ws_out and self._ws_grad:
+            return dl_dy
+        return None
+
     def _kept_for_backward(self) -> Array:
         kept = self._kept
         if kept is None:
@@ -185,11 +217,14 @@ class Tanh(_Activation):
     r""":math:`\tanh`; keeps its output, since :math:`\tanh' = 1 - \tanh^2`."""
 
     def _forward(self, X: Array) -> Array:
+        self._kept = None  # the last step's values go before the new ones come
+        self._workspace(X)
         self._kept = F.tanh(self.backend.xp, X)
         return self._kept
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
-        return F.tanh_backward(dl_dy, self._kept_for_backward())
+        out = self._in_place(dl_dy)
+        return F.tanh_backward(dl_dy, self._kept_for_backward(), out=out, ops=self.backend)
 
 
 class Sigmoid(_Activation):
@@ -197,11 +232,14 @@ class Sigmoid(_Activation):
     :math:`\sigma' = \sigma(1 - \sigma)`."""
 
     def _forward(self, X: Array) -> Array:
+        self._kept = None  # the last step's values go before the new ones come
+        self._workspace(X)
         self._kept = F.sigmoid(self.backend.xp, X)
         return self._kept
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
-        return F.sigmoid_backward(dl_dy, self._kept_for_backward())
+        out = self._in_place(dl_dy)
+        return F.sigmoid_backward(dl_dy, self._kept_for_backward(), out=out, ops=self.backend)
 
 
 class ReLU(_Activation):
@@ -212,11 +250,14 @@ class ReLU(_Activation):
     """
 
     def _forward(self, X: Array) -> Array:
-        Y, self._kept = F.relu(self.backend.xp, X)
-        return Y
+        self._kept = None  # the last step's values go before the new ones come
+        out = self._output_buffer(X)
+        Y, self._kept = F.relu(self.backend.xp, X, out=out, ops=self.backend)
+        return self._remember("Y", Y, self._ws_out)
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
-        return F.relu_backward(dl_dy, self._kept_for_backward())
+        out = self._in_place(dl_dy)
+        return F.relu_backward(dl_dy, self._kept_for_backward(), out=out, ops=self.backend)
 
 
 class LeakyReLU(_Activation):
@@ -238,11 +279,16 @@ class LeakyReLU(_Activation):
         self.negative_slope = float(negative_slope)
 
     def _forward(self, X: Array) -> Array:
-        Y, self._kept = F.leaky_relu(self.backend.xp, X, self.negative_slope)
-        return Y
+        self._kept = None  # the last step's values go before the new ones come
+        out = self._output_buffer(X)
+        Y, self._kept = F.leaky_relu(
+            self.backend.xp, X, self.negative_slope, out=out, ops=self.backend
+        )
+        return self._remember("Y", Y, self._ws_out)
 
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:  # noqa: ARG002
-        return F.leaky_relu_backward(dl_dy, self._kept_for_backward())
+        out = self._in_place(dl_dy)
+        return F.leaky_relu_backward(dl_dy, self._kept_for_backward(), out=out, ops=self.backend)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
@@ -250,6 +296,8 @@ class LeakyReLU(_Activation):
 
 class Identity(_Activation):
     """:math:`\\sigma(s) = s`; keeps nothing."""
+
+    _passes_through = True
 
     def _forward(self, X: Array) -> Array:
         return X
@@ -289,6 +337,8 @@ class Dropout(_Activation):
         ``generator.get_state()`` and restore it with ``generator.set_state(...)``,
         which reproduces the following masks.
     """
+
+    _passes_through = True  # in evaluation mode (workspaces: see Module.use_workspaces)
 
     def __init__(
         self,

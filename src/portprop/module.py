@@ -39,6 +39,11 @@ def rank_hint(argname: str, ndim: int) -> str:
 
 _SHOWN = 5  # how many names or problems an error message lists before counting the rest
 
+# How many batch shapes a module keeps the buffers of: the training batch and one more
+# (the last, smaller batch of an epoch, or the validation batch); a third shape evicts
+# the one used least recently.  More would hold memory for shapes seen once an epoch.
+_WORKSPACE_SHAPES = 2
+
 
 def _first_few(names: list[str]) -> str:
     """``names`` as a list, the first few of them, and how many more there are."""
@@ -121,6 +126,19 @@ class Module:
     _pins: tuple[bool, bool] = (True, True)
     # The shape of the output of the last forward(), which grad_output must have.
     _out_shape: Any = None
+    # Workspaces (issue 13, see use_workspaces): whether they are wanted; whether this
+    # module may write its output (its input gradient) into one, which it may only where
+    # the array stays inside a Sequential (set by Sequential: never for what the caller
+    # receives); the buffers by input shape and dtype, and those of the last forward.
+    _workspaces_wanted: bool = True
+    _passes_through: ClassVar[bool] = False  # returns its input as is (Identity)
+    _output_is_scratch: ClassVar[bool] = False  # keeps no reference to its output (Linear)
+    _ws_out: bool = False
+    _ws_input: bool = False  # may write its output over its input (after a Linear)
+    _ws_grad: bool = False
+    _ws_cache: dict[Any, dict[str, Array]] | None = None
+    _ws: dict[str, Array] | None = None
+    _ws_key: Any = None
 
     def __init__(
         self, *, backend: Backend | str | None = None, device: Any = None, dtype: Any = None
@@ -207,8 +225,24 @@ class Module:
             raise TypeError(msg)
         self._bind(backend, X.dtype)
 
+    def _buffer(self, name: str, allowed: bool) -> Array | None:
+        """The buffer ``name`` of the last forward's workspace, to write into, or ``None``
+        (no workspace, its first pass, or not ``allowed``: the array leaves the model)."""
+        ws = self._ws
+        return ws.get(name) if ws is not None and allowed else None
+
+    def _remember(self, name: str, array: Array, allowed: bool) -> Array:
+        """Keep ``array`` as the buffer ``name`` of the workspace (where :meth:`_buffer`
+        would give one); returns it."""
+        ws = self._ws
+        if ws is not None and allowed:
+            ws[name] = array
+        return array
+
     def _bind(self, backend: Backend, dtype: Any) -> None:
         """Compute on ``backend`` in ``dtype`` from now on (a module without parameters)."""
+        if backend != self.backend:  # workspaces: the buffers live on the old one
+            self._ws_cache = self._ws = None
         self.backend, self.dtype = backend, dtype
 
     def _check_grad_shape(self, grad_output: Array) -> None:
@@ -270,8 +304,73 @@ class Module:
         return self.train(False)
 
     def _clear_cache(self) -> None:
-        """Drop what the last forward kept (subclasses that keep more call this too)."""
+        """Drop what the last forward kept (subclasses that keep more call this too), and
+        the workspaces."""
         self._out_shape = None
+        self._ws_cache = self._ws = None
+
+    # ---- workspaces -----------------------------------------------------------------
+
+    def use_workspaces(self, enabled: bool = True) -> Module:
+        """Keep the buffers of a step and write the next step of the same batch shape
+        into them (``enabled=True``, the default of every module), or allocate every
+        array afresh (``False``); for this module and every module below it.  Returns
+        self.
+
+        Workspaces exist where the backend can write into an array
+        (:attr:`portprop.Backend.has_workspaces`: NumPy, torch and CuPy); elsewhere (JAX,
+        array-api-strict) this changes nothing.  Results are the same bits either way:
+        the same operations write into kept arrays instead of new ones.  A module keeps
+        the buffers of at most two batch shapes (the training batch and the last,
+        smaller one, or a validation batch), dropping the least recently used for a third.
+
+        What a workspace holds: the outputs and input gradients that stay inside a
+        :class:`Sequential` (activations, the values kept for the backward pass) and the
+        weights' gradients.  What the caller of a model's :meth:`forward` and
+        :meth:`backward` receives is never a workspace (a layer of a model called on
+        its own may return one); a weight's ``grad`` is: the first backward after
+        :meth:`zero_grad` writes the new gradient into the array that held the previous
+        one, so copy ``param.grad`` to keep it beyond ``zero_grad``.
+
+        Example: ``model = pp.Sequential(pp.Linear(784, 512), pp.ReLU(),
+        pp.Linear(512, 10)).use_workspaces(False)`` allocates every step afresh.
+        """
+        if not isinstance(enabled, bool):
+            msg = f"enabled must be a bool, got {enabled!r} of type {type(enabled).__name__}"
+            raise TypeError(msg)
+        for module in self.modules():
+            module._workspaces_wanted = enabled
+            module._clear_cache()
+        return self
+
+    @property
+    def workspaces(self) -> bool:
+        """Whether this module writes its steps into workspaces (see
+        :meth:`use_workspaces`): wanted, and possible on its backend."""
+        return self._workspaces_wanted and self.backend.has_workspaces
+
+    def _workspace(self, X: Array) -> dict[str, Array] | None:
+        """The buffers, by name, of a forward pass of input ``X`` (empty on the first
+        pass of its shape, which fills them), also kept for the backward pass; ``None``
+        without workspaces."""
+        if not self._workspaces_wanted or not self.backend.has_workspaces:
+            self._ws = None
+            return None
+        key = (X.shape, X.dtype)
+        ws = self._ws
+        if ws is not None and key == self._ws_key:  # the shape of the last pass
+            return ws
+        cache = self._ws_cache
+        if cache is None:
+            cache = self._ws_cache = {}
+        ws = cache.pop(key, None)  # put back last: the most recently used
+        if ws is None:
+            if len(cache) >= _WORKSPACE_SHAPES:
+                del cache[next(iter(cache))]  # the least recently used
+            ws = {}
+        cache[key] = ws
+        self._ws, self._ws_key = ws, key
+        return ws
 
     # ---- moving and saving ----------------------------------------------------------
 
@@ -449,6 +548,16 @@ class Sequential(Module):
                     f"but layer {i} ({type(layers[i]).__name__}) gives {n_out} outputs"
                 )
                 raise ValueError(msg)
+        # Workspaces: a layer writes its output into one only if a later layer computes
+        # a new array from it (not Identity), its input gradient only if an earlier one
+        # does; the caller never receives a workspace.
+        computes = [i for i, layer in enumerate(layers) if not layer._passes_through]
+        for i, layer in enumerate(layers):
+            layer._ws_out = bool(computes) and i < computes[-1]
+            layer._ws_grad = bool(computes) and i > computes[0]
+            # ... and over its input, where that is the output of the layer before,
+            # which keeps no reference to it.
+            layer._ws_input = layer._ws_out and i > 0 and layers[i - 1]._output_is_scratch
         # The layers never change, so neither does the list of parameters.
         self._parameters = [p for _, p in super().named_parameters()]
         with_params = [i for i, layer in enumerate(layers) if layer.parameters()]
@@ -506,8 +615,13 @@ class Sequential(Module):
     def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:
         stop = 0 if input_grad else self._first_with_params
         grad: Array | None = dl_dy
+        # distributed (issue 10): an optional hook called with i once layer i's
+        # gradients are final, where data-parallel fit starts their all-reduce
+        hook = getattr(self, "_after_layer_backward", None)
         for i in range(len(self.layers) - 1, stop - 1, -1):
             grad = self.layers[i]._backward(grad, input_grad or i > stop)
+            if hook is not None:
+                hook(i)
         return grad if input_grad else None
 
     def extra_repr(self) -> str:

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 FLOAT_NAMES = ("float32", "float64")
+# Mixed precision (issue 12): the low-precision dtypes a working copy computes in,
+# which Backend.float_dtype accepts where the library has them.
+LOW_FLOAT_NAMES = ("float16", "bfloat16")
 
 Array = Any
 _T = TypeVar("_T")
@@ -89,6 +92,23 @@ class Backend:
     # from the start, or never).
     _read_only: Callable[[Array], str] | None = field(repr=False, default=None)
     _writable_flag: Callable[[Array], bool] | None = field(repr=False, default=None)
+    # Fused optimizer steps (issue 13): the library's kernels that update a list of
+    # parameters at once, by optimizer ("sgd", "adam", "rmsprop"); see multi_update.
+    _multi_update: Mapping[str, Callable[..., Any]] = field(repr=False, default_factory=dict)
+    # Compiled steps (issue 13): ``compiler(fn, donate) -> (compiled fn, how)`` of the
+    # library, or ``(None, why not)`` where it cannot compile here (jax.jit with donated
+    # arguments, torch.compile); ``None`` for libraries without a compiler.
+    _compiler: Callable[[Callable[..., Any], tuple[int, ...]], tuple[Any, str]] | None = field(
+        repr=False, default=None
+    )
+    # Workspaces (issue 13): the library's kernels that write into a given array,
+    # ``matmul_into(a, b, out)`` and ``multiply_into(a, b, out)``; ``None`` where arrays
+    # are immutable or the library has no ``out=`` (JAX, array-api-strict).
+    _matmul_into: Callable[[Array, Array, Array], Array] | None = field(repr=False, default=None)
+    _multiply_into: Callable[[Array, Array, Array], Array] | None = field(repr=False, default=None)
+    # Mixed precision (issue 12): the library's low-precision floating dtypes by name
+    # (float16, bfloat16), where it has them; empty where it has neither.
+    _low_float_dtypes: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # The library's own kernels stand in for the generic methods on this instance:
@@ -97,6 +117,10 @@ class Backend:
             object.__setattr__(self, "add_scaled", self._add_scaled)
         if self._run is not None:
             object.__setattr__(self, "run", self._run)
+        # workspaces (issue 13): the same for the kernels that write into a given array
+        if self._matmul_into is not None and self._multiply_into is not None:
+            object.__setattr__(self, "matmul_into", self._matmul_into)
+            object.__setattr__(self, "multiply_into", self._multiply_into)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -119,7 +143,8 @@ class Backend:
 
     def float_dtype(self, dtype: Any = None) -> Any:
         """The namespace's floating dtype for ``dtype`` (a name, a dtype of any library, or
-        ``None`` for float32).
+        ``None`` for float32).  float16 and bfloat16, where the library has them, are for
+        mixed precision (issue 12, :class:`portprop.MixedPrecision`).
 
         Raises
         ------
@@ -128,6 +153,8 @@ class Backend:
             devices without float64).
         """
         name = dtype_name(dtype)
+        if name in LOW_FLOAT_NAMES:  # mixed precision (issue 12)
+            return self._low_float_dtype(name)
         if name not in FLOAT_NAMES:
             msg = f"dtype must be 'float32' or 'float64', got {dtype!r}"
             raise TypeError(msg)
@@ -139,6 +166,19 @@ class Backend:
             msg = (
                 f"backend {self.name!r} has no {name} on device {self.device!r}: dtype must be "
                 f"{allowed} there, got {name!r}.{hint}"
+            )
+            raise DtypeUnsupportedError(msg) from None
+
+    def _low_float_dtype(self, name: str) -> Any:
+        """The library's float16 or bfloat16 (mixed precision, issue 12), or a
+        :class:`DtypeUnsupportedError` naming the low precisions the library has."""
+        try:
+            return self._low_float_dtypes[name]
+        except KeyError:
+            have = " and ".join(map(repr, self._low_float_dtypes)) or "none"
+            msg = (
+                f"backend {self.name!r} has no {name}: dtype must be one of its low-precision "
+                f"dtypes ({have}) or float32, got {name!r}. torch and JAX have both."
             )
             raise DtypeUnsupportedError(msg) from None
 
@@ -300,7 +340,7 @@ class Backend:
 
     def _any_dtype(self, dtype: Any) -> Any:
         name = dtype_name(dtype)
-        if name in FLOAT_NAMES:
+        if name in FLOAT_NAMES or name in LOW_FLOAT_NAMES:  # LOW: mixed precision (issue 12)
             return self.float_dtype(name)
         if name in self._narrow_ints:
             msg = (
@@ -374,6 +414,35 @@ class Backend:
         during an array's life (checking :meth:`read_only` once is enough)."""
         return self._writable_flag if self.writable else None
 
+    # ---- compiled steps (issue 13) ---------------------------------------------------
+
+    def compile(
+        self, fn: Callable[..., Any], /, *, donate: tuple[int, ...] = ()
+    ) -> tuple[Callable[..., Any] | None, str]:
+        """``(compiled, how)``: ``fn`` compiled by the library into one program, and how
+        (``"jax.jit"``, ``"torch.compile(backend='inductor')"``); or ``(None, why)``
+        where the library has no compiler, or none that works here.
+
+        ``donate`` lists the positional arguments whose buffers the program may reuse
+        for its outputs (JAX's ``donate_argnums``; ignored where arrays are updated in
+        place).  Used by :func:`portprop.compile_step`.
+        """
+        if self._compiler is None:
+            return None, f"{self.library} has no compiler that portprop uses"
+        return self._compiler(fn, donate)
+
+    # ---- fused optimizer steps (issue 13) ---------------------------------------------
+
+    def multi_update(self, kind: str | None) -> Callable[..., Any] | None:
+        """The library's kernel that applies the update of the optimizer ``kind``
+        (``"sgd"``, ``"adam"``, ``"rmsprop"``) to a list of parameters at once, in place
+        (``torch._foreach_*`` ops, CuPy elementwise kernels, NumPy ``out=``), or ``None``
+        where the optimizer updates one parameter at a time (JAX, array-api-strict).
+        The kernels and their arguments are described in :mod:`portprop.optim`."""
+        if kind is None or not self.writable:
+            return None
+        return self._multi_update.get(kind)
+
     def scratch_like(self, x: Array) -> Array | None:
         """A buffer that :meth:`add_scaled` may use to stay allocation-free, or ``None``."""
         if not self._needs_scratch:
@@ -408,6 +477,27 @@ class Backend:
         if self._sum is not None:
             return self._sum(x, axis=axis)
         return self.xp.sum(x, axis=axis)
+
+    # ---- workspaces (issue 13) --------------------------------------------------------
+
+    @property
+    def has_workspaces(self) -> bool:
+        """Whether modules may keep a step's buffers and write the next step into them
+        (:meth:`portprop.Module.use_workspaces`): NumPy, torch and CuPy."""
+        return self._matmul_into is not None and self._multiply_into is not None
+
+    def matmul_into(self, a: Array, b: Array, out: Array) -> Array:
+        """``a @ b`` written into ``out`` (of that shape and dtype), which it returns; the
+        same kernel, and so the same bits, as ``a @ b``.  Only where
+        :attr:`has_workspaces`."""
+        assert self._matmul_into is not None
+        return self._matmul_into(a, b, out)
+
+    def multiply_into(self, a: Array, b: Array, out: Array) -> Array:
+        """``a * b`` written into ``out``, which it returns.  Only where
+        :attr:`has_workspaces`."""
+        assert self._multiply_into is not None
+        return self._multiply_into(a, b, out)
 
     # ---- random numbers -------------------------------------------------------------
 

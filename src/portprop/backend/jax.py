@@ -13,7 +13,7 @@ from portprop.backend._library import Library, float_dtypes, import_library, nar
 from portprop.backend.random import BackendGenerator
 from portprop.errors import BackendUnavailableError, UnknownBackendError
 
-__all__ = ["LIBRARY", "JaxGenerator", "build", "devices", "from_device"]
+__all__ = ["LIBRARY", "JaxGenerator", "build", "compiler", "devices", "from_device"]
 
 
 def build(spec: str | None) -> Backend:
@@ -53,13 +53,26 @@ def from_device(device: Any) -> Backend:
         _numpy_warnings=False,
         _array_types=(type(xp.zeros(0)),),
         _float_dtypes=float_dtypes(xp, device),
+        _low_float_dtypes={n: xp.dtype(n) for n in ("float16", "bfloat16")},  # issue 12
         _narrow_ints=narrow_ints(xp, device),
         _float64_hint=(
             "JAX keeps float64 off by default: set JAX_ENABLE_X64=1 in the environment, or call "
             "jax.config.update('jax_enable_x64', True) before creating arrays."
         ),
         _generator=JaxGenerator,
+        _compiler=compiler,  # compiled steps (issue 13)
     )
+
+
+# ---- compiled steps (issue 13) ------------------------------------------------------
+
+
+def compiler(fn: Any, donate: tuple[int, ...]) -> tuple[Any, str]:
+    """``fn`` under ``jax.jit``, the buffers of the arguments ``donate`` given to its
+    outputs (``donate_argnums``): the Backend's ``compile``."""
+    import jax  # noqa: PLC0415
+
+    return jax.jit(fn, donate_argnums=donate), "jax.jit"
 
 
 def devices() -> list[str]:
@@ -88,6 +101,16 @@ class JaxGenerator(BackendGenerator):
 
         self._key, draw = jax.random.split(self._key)
         return jax.random.uniform(draw, shape, dtype=dtype)
+
+    # A compiled step (issue 13) carries the key through its program as an array: it
+    # takes the key in, draws with it as the eager code does, and puts the new one back.
+    def device_state(self) -> Array:
+        """The key, as a compiled step passes it into its program."""
+        return self._key
+
+    def set_device_state(self, key: Array) -> None:
+        """Take ``key`` (from :meth:`device_state`, or the program's output) as the key."""
+        self._key = key
 
     def _get_state(self) -> Any:
         import jax  # noqa: PLC0415

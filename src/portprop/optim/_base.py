@@ -1,27 +1,18 @@
-r"""Optimizers: the gradient step :math:`w \leftarrow w - \eta\,\partial\ell/\partial w`,
-its adaptive variants (Adam, AdamW, RMSprop) and gradient clipping.
-
-Updates are in place on NumPy, CuPy and torch (through :meth:`Backend.add_scaled` and
-in-place operators on the optimizer's own buffers), and rebind ``param.data`` on JAX,
-whose arrays are immutable.  Every hyperparameter is kept as a Python float, so that a
-float32 model stays float32 (NumPy 2 would promote it when combined with a NumPy
-float64 scalar).  Each optimizer follows torch's definition, so that the same
-hyperparameters give the same trajectory.
-"""
+"""The base class of the optimizers, :class:`Optimizer`, and the checks and small
+helpers that every optimizer shares (hyperparameters, gradients, moving averages)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from portprop.backend import Backend, backend_of, dtype_name
 from portprop.errors import StateDictError
 from portprop.module import Parameter
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm_"]
+__all__ = ["Optimizer", "moving_average"]
 
 Array = Any
 
@@ -132,11 +123,15 @@ class Optimizer:
     attributes of the same names), the arrays it keeps per parameter in ``_BUFFERS``,
     the numbers its update computes with in :meth:`_scalars`, and implements
     :meth:`_update`; :meth:`step`, :meth:`state_dict` and :meth:`load_state_dict` then
-    work unchanged.
+    work unchanged.  A subclass whose update a backend can apply to every parameter at
+    once names it in ``_MULTI_UPDATE`` (see :meth:`Backend.multi_update`) and calls the
+    kernel (:attr:`_kernel`, set at each check of the parameters) from :meth:`_apply`.
     """
 
     _HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr",)
     _BUFFERS: ClassVar[tuple[str, ...]] = ()
+    # The optimizer's kind in Backend.multi_update ("sgd", ...), or None: no such kernel.
+    _MULTI_UPDATE: ClassVar[str | None] = None
 
     def __init__(self, params: Iterable[Parameter]) -> None:
         self.params = list(params)
@@ -151,6 +146,12 @@ class Optimizer:
         # The largest value of the parameters' narrowest dtype, that dtype's name and the
         # index of a parameter that has it; None until the dtypes are known.
         self._limit: tuple[float, str, int] | None = None
+        # The backend's kernel that updates every parameter at once (when they all live
+        # on one backend that has one for this optimizer), that backend, and the small
+        # buffers the kernel keeps between steps; set by each check of the parameters.
+        self._kernel: Callable[..., Any] | None = None
+        self._kernel_backend: Backend | None = None
+        self._work: dict[Any, Any] = {}
 
     # ---- the learning rate, and the numbers the update computes with ------------------
 
@@ -320,10 +321,35 @@ class Optimizer:
                 or state["dtype"] != w.dtype
                 or state["shape"] != w.shape
             ):
-                state["scratch"] = backend.scratch_like(w)
+                # a multi-tensor kernel needs no parameter-sized scratch buffer
+                kernel = backend.multi_update(self._MULTI_UPDATE)
+                state["scratch"] = None if kernel is not None else backend.scratch_like(w)
             state.update(moved)
             state["backend"], state["dtype"], state["shape"] = backend, w.dtype, w.shape
             state["data"], state["writable"] = w, backend.writable_flag
+        self._find_kernel()
+
+    def _find_kernel(self) -> None:
+        """Set :attr:`_kernel`: the multi-tensor kernel of the backend that every
+        parameter checked so far lives on, or ``None`` (no kernel, or several backends)."""
+        backends = {state["backend"] for state in self.state if "backend" in state}
+        backend = backends.pop() if len(backends) == 1 else None
+        self._kernel_backend = backend
+        self._kernel = None if backend is None else backend.multi_update(self._MULTI_UPDATE)
+
+    @staticmethod
+    def _live(
+        params: list[Parameter], states: list[dict[str, Any]]
+    ) -> tuple[list[Array], list[Array], list[dict[str, Any]]]:
+        """The arrays, gradients and states of the parameters that have a gradient."""
+        ws, gs, live = [], [], []
+        for p, state in zip(params, states, strict=True):
+            g = p.grad
+            if g is not None:
+                ws.append(p.data)
+                gs.append(g)
+                live.append(state)
+        return ws, gs, live
 
     def _apply(self, params: list[Parameter], states: list[dict[str, Any]]) -> None:
         """Update every parameter that has a gradient (all checked already), counting
@@ -481,456 +507,3 @@ class Optimizer:
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({inner})"
-
-
-class SGD(Optimizer):
-    r"""Stochastic gradient descent, with torch's definition of momentum, Nesterov
-    momentum and weight decay.
-
-    With :math:`g = \partial\ell/\partial w + \lambda w`:
-
-    - no momentum: :math:`w \leftarrow w - \eta g`;
-    - momentum :math:`\mu`: :math:`v \leftarrow \mu v + (1 - \tau) g` (:math:`v = g` at
-      the first step), then :math:`w \leftarrow w - \eta v`, or
-      :math:`w \leftarrow w - \eta (g + \mu v)` with ``nesterov=True``.
-
-    Parameters with ``grad is None`` are skipped.
-    """
-
-    _HYPERPARAMETERS = ("lr", "momentum", "nesterov", "weight_decay", "dampening")
-    _BUFFERS = ("momentum_buffer",)
-
-    def __init__(
-        self,
-        params: Iterable[Parameter],
-        lr: float,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        dampening: float = 0.0,
-    ) -> None:
-        super().__init__(params)
-        self.lr = _hyper(lr, "lr", strict=True)
-        self.momentum = _hyper(momentum, "momentum")
-        self.weight_decay = _hyper(weight_decay, "weight_decay")
-        self.dampening = _hyper(dampening, "dampening")
-        self.nesterov = bool(nesterov)
-        if self.nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
-            msg = (
-                "nesterov=True needs momentum > 0 and dampening = 0, got "
-                f"momentum={momentum!r}, dampening={dampening!r}"
-            )
-            raise ValueError(msg)
-        self._check_dtypes()
-
-    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
-        mu, wd, keep = self.momentum, self.weight_decay, 1.0 - self.dampening
-        found = [
-            ("lr", lr, "lr", lr),
-            ("momentum", mu, "momentum", mu),
-            ("weight_decay", wd, "weight_decay", wd),
-            ("dampening", self.dampening, "1 - dampening", keep),
-            ("weight_decay", wd, "(1 - dampening) * weight_decay", keep * wd),
-            ("lr", lr, "1 - lr * weight_decay", 1.0 - lr * wd),
-        ]
-        if self.nesterov:
-            found.append(("lr", lr, "lr * momentum", lr * mu))
-        return found
-
-    def _required_buffers(self) -> tuple[str, ...]:
-        return ("momentum_buffer",) if self.momentum != 0.0 else ()
-
-    def _apply(self, params: list[Parameter], states: list[dict[str, Any]]) -> None:
-        # The loop of Optimizer._apply with SGD's update written into it: the
-        # hyperparameters are read once per step, not once per parameter (workload B of
-        # the benchmark has 8 small parameters, where these lookups show).
-        lr, mu, wd, nesterov = self._lr, self.momentum, self.weight_decay, self.nesterov
-        keep = 1.0 - self.dampening
-        decay = 1.0 - lr * wd  # w - lr (g + wd w)  ==  (1 - lr wd) w - lr g
-        for p, state in zip(params, states, strict=True):
-            g = p.grad
-            if g is None:
-                continue
-            state["step"] = state.get("step", 0) + 1
-            add_scaled, scratch, w = state["backend"].add_scaled, state["scratch"], p.data
-            if mu == 0.0:
-                if wd != 0.0:
-                    w *= decay
-                p.data = state["data"] = add_scaled(w, -lr, g, scratch)
-                continue
-            v = state.get("momentum_buffer")
-            if v is None:  # the first step: v = g (+ wd w)
-                v = state["backend"].xp.asarray(g, copy=True)
-                if wd != 0.0:
-                    v = add_scaled(v, wd, w, scratch)
-            else:
-                v *= mu
-                if keep == 1.0:
-                    v += g  # in place, or a new array on JAX: stored back below
-                else:
-                    v = add_scaled(v, keep, g, scratch)
-                if wd != 0.0:
-                    v = add_scaled(v, keep * wd, w, scratch)
-            state["momentum_buffer"] = v
-            if nesterov:  # w - lr (g + wd w + mu v)
-                if wd != 0.0:
-                    w *= decay
-                w = add_scaled(w, -lr, g, scratch)
-                p.data = state["data"] = add_scaled(w, -lr * mu, v, scratch)
-            else:
-                p.data = state["data"] = add_scaled(w, -lr, v, scratch)
-
-
-class Adam(Optimizer):
-    r"""Adam (Kingma & Ba, 2015), with torch's definition.
-
-    At step :math:`t`, with :math:`g = \partial\ell/\partial w + \lambda w`:
-
-    .. math::
-
-        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
-        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
-        \hat v &\leftarrow \max(\hat v, v) \text{ with amsgrad, else } \hat v = v \\
-        w &\leftarrow w - \frac{\eta}{1 - \beta_1^t}\,
-            \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \varepsilon}
-
-    (:math:`m = v = \hat v = 0` before the first step).  Parameters with
-    ``grad is None`` are skipped and keep their own step count.
-
-    Parameters
-    ----------
-    params : iterable of Parameter
-    lr : float, optional
-        The learning rate :math:`\eta > 0`.
-    betas : (float, float), optional
-        The decay rates :math:`\beta_1, \beta_2 \in [0, 1)` of the moment estimates.
-    eps : float, optional
-        :math:`\varepsilon \ge 0`, added to the denominator.
-    weight_decay : float, optional
-        :math:`\lambda \ge 0`, an L2 penalty added to the gradient (see :class:`AdamW`
-        for decoupled weight decay).
-    amsgrad : bool, optional
-        Divide by the running maximum :math:`\hat v` of :math:`v` (Reddi et al., 2018).
-    """
-
-    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad")
-    _BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _decoupled_weight_decay: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        params: Iterable[Parameter],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-    ) -> None:
-        super().__init__(params)
-        self.lr = _hyper(lr, "lr", strict=True)
-        self.betas = _betas(betas)
-        self.eps = _hyper(eps, "eps")
-        self.weight_decay = _hyper(weight_decay, "weight_decay")
-        self.amsgrad = bool(amsgrad)
-        self._check_dtypes()
-
-    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
-        # The first step is the largest: lr / (1 - beta1**t) shrinks towards lr.
-        wd = self.weight_decay
-        found = [
-            ("lr", lr, "lr / (1 - betas[0])", lr / (1.0 - self.betas[0])),
-            ("eps", self.eps, "eps", self.eps),
-            ("weight_decay", wd, "weight_decay", wd),
-        ]
-        if self._decoupled_weight_decay:
-            found.append(("lr", lr, "1 - lr * weight_decay", 1.0 - lr * wd))
-        return found
-
-    def _required_buffers(self) -> tuple[str, ...]:
-        return self._BUFFERS if self.amsgrad else self._BUFFERS[:2]
-
-    def _update(
-        self,
-        p: Parameter,
-        g: Array,
-        state: dict[str, Any],
-        backend: Backend,
-        scratch: Array | None,
-    ) -> None:
-        lr, wd = self._lr, self.weight_decay  # _lr: no property call per parameter
-        beta1, beta2 = self.betas
-        w = p.data
-        if self._decoupled_weight_decay:
-            if wd != 0.0:
-                w *= 1.0 - lr * wd
-        else:
-            g = _with_weight_decay(g, w, wd)
-        m = moving_average(backend, self._buffer(state, "exp_avg", w, backend), beta1, g, scratch)
-        v = self._buffer(state, "exp_avg_sq", w, backend)
-        v = moving_average(backend, v, beta2, g * g, scratch)
-        state["exp_avg"], state["exp_avg_sq"] = m, v
-        if self.amsgrad:
-            v_max = self._buffer(state, "max_exp_avg_sq", w, backend)
-            v = state["max_exp_avg_sq"] = backend.xp.maximum(v_max, v)
-        t = state["step"]
-        denominator = backend.xp.sqrt(v) / math.sqrt(1.0 - beta2**t)
-        denominator += self.eps
-        p.data = backend.add_scaled(w, -lr / (1.0 - beta1**t), m / denominator, scratch)
-
-
-class AdamW(Adam):
-    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), torch's definition.
-
-    As :class:`Adam` with :math:`\lambda = 0` in the gradient, but each step first
-    shrinks the weights: :math:`w \leftarrow (1 - \eta\lambda)\, w`.
-    """
-
-    _decoupled_weight_decay = True
-
-    def __init__(
-        self,
-        params: Iterable[Parameter],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-    ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
-
-
-class RMSprop(Optimizer):
-    r"""RMSprop (Hinton, 2012), with torch's definition.
-
-    With :math:`g = \partial\ell/\partial w + \lambda w`:
-
-    .. math::
-
-        s &\leftarrow \alpha s + (1 - \alpha)\, g^2 \\
-        a &\leftarrow \alpha a + (1 - \alpha)\, g
-            \text{ and } d = \sqrt{s - a^2} + \varepsilon \text{ if centered,}
-            \text{ else } d = \sqrt{s} + \varepsilon \\
-        b &\leftarrow \mu b + g / d, \quad w \leftarrow w - \eta b
-            \text{ with momentum } \mu > 0, \text{ else } w \leftarrow w - \eta\, g / d
-
-    (:math:`s = a = b = 0` before the first step).  Parameters with ``grad is None``
-    are skipped.
-
-    Parameters
-    ----------
-    params : iterable of Parameter
-    lr : float, optional
-        The learning rate :math:`\eta > 0`.
-    alpha : float, optional
-        The decay rate :math:`\alpha \in [0, 1)` of the averages.
-    eps : float, optional
-        :math:`\varepsilon \ge 0`, added to the denominator.
-    weight_decay : float, optional
-        :math:`\lambda \ge 0`, an L2 penalty added to the gradient.
-    momentum : float, optional
-        :math:`\mu \ge 0`.
-    centered : bool, optional
-        Normalise by an estimate of the gradient's variance rather than its second moment.
-    """
-
-    _HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
-    _BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
-
-    def __init__(
-        self,
-        params: Iterable[Parameter],
-        lr: float = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        centered: bool = False,
-    ) -> None:
-        super().__init__(params)
-        self.lr = _hyper(lr, "lr", strict=True)
-        self.alpha = _hyper(alpha, "alpha", high=1.0)
-        self.eps = _hyper(eps, "eps")
-        self.weight_decay = _hyper(weight_decay, "weight_decay")
-        self.momentum = _hyper(momentum, "momentum")
-        self.centered = bool(centered)
-        self._check_dtypes()
-
-    def _scalars(self, lr: float) -> list[tuple[str, Any, str, float]]:
-        return [
-            ("lr", lr, "lr", lr),
-            ("eps", self.eps, "eps", self.eps),
-            ("weight_decay", self.weight_decay, "weight_decay", self.weight_decay),
-            ("momentum", self.momentum, "momentum", self.momentum),
-        ]
-
-    def _required_buffers(self) -> tuple[str, ...]:
-        needed = ["square_avg"]
-        if self.centered:
-            needed.append("grad_avg")
-        if self.momentum > 0.0:
-            needed.append("momentum_buffer")
-        return tuple(needed)
-
-    def _update(
-        self,
-        p: Parameter,
-        g: Array,
-        state: dict[str, Any],
-        backend: Backend,
-        scratch: Array | None,
-    ) -> None:
-        xp, alpha = backend.xp, self.alpha
-        w = p.data
-        g = _with_weight_decay(g, w, self.weight_decay)
-        s = self._buffer(state, "square_avg", w, backend)
-        s = state["square_avg"] = moving_average(backend, s, alpha, g * g, scratch)
-        if self.centered:
-            a = self._buffer(state, "grad_avg", w, backend)
-            a = state["grad_avg"] = moving_average(backend, a, alpha, g, scratch)
-            denominator = xp.sqrt(s - a * a)
-        else:
-            denominator = xp.sqrt(s)
-        denominator += self.eps
-        if self.momentum > 0.0:
-            b = self._buffer(state, "momentum_buffer", w, backend)
-            b *= self.momentum
-            b += g / denominator
-            state["momentum_buffer"] = b
-            p.data = backend.add_scaled(w, -self._lr, b, scratch)
-        else:
-            p.data = backend.add_scaled(w, -self._lr, g / denominator, scratch)
-
-
-def clip_grad_norm_(
-    params: Parameter | Iterable[Parameter], max_norm: float, norm_type: float = 2.0
-) -> float:
-    r"""Scale the gradients so that their total norm is at most ``max_norm`` (torch's
-    ``clip_grad_norm_``), in place where the library allows (``grad`` is rebound on JAX,
-    and to a scaled copy where the gradient is a read-only array).
-
-    The total norm is the ``norm_type``-norm of all the gradients together, as if they
-    were concatenated into one vector.  When it exceeds ``max_norm``, every gradient is
-    multiplied by ``max_norm / (total + 1e-6)``.  Parameters with ``grad is None`` are
-    left out; the parameters may live on several backends and devices (the partial norms
-    are combined on the host).  As in torch, a non-finite total (a gradient holding NaN
-    or infinity) turns the gradients into NaN or zeros; check the returned value to skip
-    such a step.
-
-    The norm does not overflow while every gradient is finite: a sum of powers that
-    overflows (float32 gradients of about ``1e19`` and more, for the 2-norm) or underflows
-    is computed again for that gradient, divided by its largest absolute value first.
-    That costs one more reduction, for those gradients only.
-
-    Parameters
-    ----------
-    params : Parameter or iterable of Parameter
-    max_norm : float
-        The largest total norm allowed, ``> 0``.
-    norm_type : float, optional
-        The ``p`` of the ``p``-norm, ``> 0``; ``math.inf`` for the largest absolute value.
-
-    Returns
-    -------
-    float
-        The total norm before clipping (``0.0`` when no parameter has a gradient).  It is
-        ``inf`` only when a gradient holds an infinity or when the norm exceeds the
-        largest float64; the gradients are still scaled correctly in the second case.
-
-    Raises
-    ------
-    MixedBackendError, MixedDeviceError, TypeError, ValueError
-        If a gradient is not an array of its parameter's library, device, dtype and
-        shape; nothing is changed then.
-    """
-    limit = _hyper(max_norm, "max_norm", strict=True)
-    try:
-        order = float(norm_type)
-    except (TypeError, ValueError):
-        msg = f"norm_type must be a number, got {norm_type!r}"
-        raise TypeError(msg) from None
-    if math.isnan(order) or order <= 0.0:
-        msg = f"norm_type must be a number > 0 (or math.inf), got {norm_type!r}"
-        raise ValueError(msg)
-    group = [params] if isinstance(params, Parameter) else list(params)
-    for i, p in enumerate(group):
-        if not isinstance(p, Parameter):
-            msg = f"params[{i}] must be a portprop Parameter, got {type(p).__name__}"
-            raise TypeError(msg)
-    grads: list[tuple[Parameter, Array, Backend]] = []
-    backend: Backend | None = None
-    for i, p in enumerate(group):
-        g = p.grad
-        if g is None:
-            continue
-        if backend is None or not backend.owns(g):  # looked up again only when it changes
-            backend = backend_of(g, names=(f"params[{i}].grad",))
-        if not backend.owns(p.data) or g.dtype != p.data.dtype or g.shape != p.data.shape:
-            _check_gradient(backend_of(p.data, names=(f"params[{i}]",)), p, g, i)
-        if 0 not in g.shape:
-            grads.append((p, g, backend))
-    # NumPy warns when a sum of squares overflows, which is handled below, and when an
-    # infinite gradient is multiplied by a scale of 0 (torch's NaN): keep it quiet.
-    noisy = [b for _, _, b in grads if b.warns]
-    with noisy[0].quiet() if noisy else contextlib.nullcontext():
-        return _clip(grads, limit, order)
-
-
-def _clip(grads: list[tuple[Parameter, Array, Backend]], limit: float, order: float) -> float:
-    """:func:`clip_grad_norm_` of checked gradients."""
-    # Per gradient, (m, s) with its norm**order = m**order * s: m = 1 and s the plain sum
-    # of |g|**order, unless that sum over- or underflowed (then m = max |g|, finite).
-    parts = []
-    for _, g, backend in grads:
-        xp = backend.xp
-        if order == math.inf:
-            parts.append((1.0, float(xp.max(xp.abs(g)))))
-            continue
-        s = float(xp.sum(g * g)) if order == 2.0 else float(xp.sum(xp.abs(g) ** order))
-        parts.append((1.0, s) if _SAFE_SUM[0] < s < _SAFE_SUM[1] else _scaled_sum(xp, g, order))
-    if not parts:
-        return 0.0
-    sums = [s for _, s in parts]
-    if any(math.isnan(s) for s in sums):
-        total = scale = math.nan
-    elif order == math.inf:
-        total = max(sums)
-        scale = limit / (total + 1e-6)
-    else:
-        top = max(m for m, _ in parts)
-        acc = math.fsum(s if m == top else (m / top) ** order * s for m, s in parts)
-        root = math.sqrt(acc) if order == 2.0 else acc ** (1.0 / order)
-        total = top * root
-        scale = limit / (total + 1e-6)
-        if math.isinf(total) and math.isfinite(root):
-            scale = limit / top / root  # beyond float64, but the scale is not
-    if not scale >= 1.0:  # torch multiplies by min(scale, 1), NaN included
-        # a factor below float32's smallest normal number would lose digits: apply two
-        factors = (scale,) if not 0.0 < scale < 1e-30 else (math.sqrt(scale),) * 2
-        for p, g, backend in grads:
-            with backend.scope():
-                # a read-only gradient (NumPy) is scaled into a new array, as on JAX
-                scaled = g
-                if backend.read_only(g):
-                    scaled = backend.xp.asarray(g, dtype=g.dtype, device=backend.device, copy=True)
-                for factor in factors:
-                    scaled *= factor  # in place, or a new array on JAX
-            p.grad = scaled
-    return total
-
-
-# Sums of |g|**p within these bounds lost nothing to overflow or underflow (a float32
-# sum below 1e-30 may have dropped terms under float32's smallest normal number, 1e-38),
-# and math.fsum can add a million of them without overflowing.
-_SAFE_SUM = (1e-30, 1e250)
-
-
-def _scaled_sum(xp: Any, g: Array, order: float) -> tuple[float, float]:
-    """``(m, s)`` with ``m = max |g|`` and ``s = sum (|g| / m)**order``, so that
-    ``sum |g|**order = m**order * s`` without overflow; ``(1, m**order)`` when ``m`` is
-    0, NaN or infinite."""
-    m = float(xp.max(xp.abs(g)))
-    if m == 0.0 or not math.isfinite(m):
-        return 1.0, m**order  # 0, inf or NaN
-    q = xp.abs(g) / m  # m is a value of g's dtype, so q lies in [0, 1]
-    s = float(xp.sum(q * q)) if order == 2.0 else float(xp.sum(q**order))
-    return m, s
