@@ -5,7 +5,8 @@ lint, type check and docs.
 CUDA device is present, and the fuzz session runs the checkpoint loader's fuzz test for
 a few minutes.
 
-torch is installed by one session only, ``tests-torch``: it runs the suite on torch,
+torch is installed by two sessions only.  ``tests-distributed`` trains on several
+processes (torch.distributed and MPI).  ``tests-torch`` runs the suite on torch,
 then the tests that compare portprop with torch (``torch.autograd``, ``torch.optim``,
 torch's schedulers and state dicts: every such test has ``torch`` in its name or in its
 file's) on NumPy and array-api-strict.  The other sessions have no torch, and those tests
@@ -87,6 +88,19 @@ def tests_torch(session: nox.Session) -> None:
     The one session that installs torch (CPU, and CUDA where a GPU is present).
     """
     _run_tests(session, "torch")
+
+
+@nox.session(name="tests-distributed", default=True)
+def tests_distributed(session: nox.Session) -> None:
+    """Data-parallel training on 2 and 3 processes over loopback (tests/test_distributed.py).
+
+    torch.distributed (gloo; torch's CPU build in CI through PIP_CONSTRAINT) and MPI
+    (mpi4py with the ``mpich`` wheel, the ``distributed`` extra); an engine that cannot
+    start skips its tests with the reason.
+    """
+    session.install("-e", ".[torch,distributed]", *TEST_DEPS)
+    env = {"OMP_NUM_THREADS": "1", "JAX_ENABLE_X64": "1"}
+    session.run("pytest", "--backend=numpy", "tests/test_distributed.py", *session.posargs, env=env)
 
 
 @nox.session(name="tests-jax", default=True)

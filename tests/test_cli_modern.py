@@ -4,9 +4,9 @@ on the command line, saved and evaluated back."""
 from __future__ import annotations
 
 import pytest
+from test_cli import run, table
 
 import portprop as pp
-from test_cli import run, table
 
 NEW_ACTIVATIONS = {"gelu": pp.GELU, "silu": pp.SiLU, "elu": pp.ELU, "softplus": pp.Softplus}
 
@@ -35,7 +35,7 @@ def test_new_activations_with_layer_norm_train_save_and_evaluate(backend, activa
 
 
 def test_without_norm_the_model_has_no_layer_norm():
-    status, out, err = run(
+    status, _out, err = run(
         "train", "--dataset", "disk", "--samples", "100", "--epochs", "1", "--hidden", "4",
         "--activation", "gelu", "--verbose",
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """How portprop is installed and tested: the sessions of ``noxfile.py`` and README.md.
 
-- Only ``tests-torch`` installs torch (pip's CUDA build of torch is gigabytes); in the
-  other sessions the comparisons with torch skip with the reason.  ``tests-torch`` runs
+- Only ``tests-torch`` and ``tests-distributed`` install torch (pip's CUDA build of torch
+  is gigabytes); in the other sessions the comparisons with torch skip with the reason.  ``tests-torch`` runs
   those comparisons (``pytest -k torch``) on NumPy and array-api-strict too, so every
   test that needs torch on a ``backend`` fixture has ``torch`` in its name or its file's.
 - The ``readme`` session installs exactly what README.md's command without nox installs,
@@ -138,7 +138,7 @@ def test_only_the_torch_session_installs_torch(noxfile):
     torch_sessions = sorted(
         name for name in noxfile.sessions if "torch" in _installed(noxfile, _record(noxfile, name))
     )
-    assert torch_sessions == ["tests-torch"]
+    assert torch_sessions == ["tests-distributed", "tests-torch"]
 
 
 def test_the_test_dependencies_need_no_torch(noxfile):

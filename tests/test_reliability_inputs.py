@@ -1079,7 +1079,7 @@ def test_cases_01_to_08_command_line_data(backend, tmp_path, case):
         ("--lr", "-1", "argument --lr: expected a number in (0, inf), got -1"),
         ("--batch-size", "0", "argument --batch-size: expected an integer >= 1, got 0"),
         ("--hidden", "8,0", "argument --hidden: expected comma-separated layer widths >= 1"),
-        ("--activation", "softplus", "argument --activation: invalid choice: 'softplus'"),
+        ("--activation", "swish", "argument --activation: invalid choice: 'swish'"),
         ("--loss", "hinge", "argument --loss: invalid choice: 'hinge'"),
         ("--dropout", "1", "argument --dropout: expected a number in [0, 1), got 1"),
         ("--dtype", "float16", "argument --dtype: invalid choice: 'float16'"),

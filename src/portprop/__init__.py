@@ -10,7 +10,14 @@
 
 from __future__ import annotations
 
-from portprop import checkpoint, datasets, functional, init, io
+from portprop import (
+    checkpoint,
+    datasets,
+    distributed,  # distributed training (issue 10)
+    functional,
+    init,
+    io,
+)
 from portprop.backend import (
     ENV_VAR,
     Backend,
@@ -31,6 +38,8 @@ from portprop.backend import (
 from portprop.errors import (
     BackendUnavailableError,
     CheckpointError,
+    CompileUnsupportedError,  # compiled steps (issue 13)
+    DistributedError,  # distributed training (issue 10)
     DtypeUnsupportedError,
     GradcheckError,
     MixedBackendError,
@@ -77,6 +86,8 @@ from portprop.schedules import (
     StepLR,
 )
 from portprop.training import Callback, EarlyStopping, History, evaluate, fit, predict
+from portprop.training.compiled import CompiledStep, compile_step  # issue 13
+from portprop.training.precision import MixedPrecision  # mixed precision (issue 12)
 
 __version__ = "0.1.0.dev0"
 
@@ -94,8 +105,11 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CheckpointError",
+    "CompileUnsupportedError",
+    "CompiledStep",
     "CosineWithWarmup",
     "CrossEntropyLoss",
+    "DistributedError",  # distributed training (issue 10)
     "Dropout",
     "DtypeUnsupportedError",
     "EarlyStopping",
@@ -115,6 +129,7 @@ __all__ = [
     "MSELoss",
     "MixedBackendError",
     "MixedDeviceError",
+    "MixedPrecision",  # mixed precision (issue 12)
     "Module",
     "NLLLoss",
     "Optimizer",
@@ -140,9 +155,11 @@ __all__ = [
     "backends",
     "checkpoint",
     "clip_grad_norm_",
+    "compile_step",
     "current_backend",
     "datasets",
     "describe_backends",
+    "distributed",  # distributed training (issue 10)
     "evaluate",
     "fit",
     "functional",

@@ -11,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "CheckpointError",
+    "CompileUnsupportedError",
+    "DistributedError",
     "DtypeUnsupportedError",
     "GradcheckError",
     "MixedBackendError",
@@ -66,6 +68,40 @@ class GradcheckError(PortpropError, AssertionError):
 class CheckpointError(PortpropError, ValueError):
     """A checkpoint that cannot be written, or a file that is not a valid checkpoint (or
     not one for this model); the message names the file and the problem."""
+
+
+# distributed training (issue 10)
+class DistributedError(PortpropError, RuntimeError):
+    """A communication between the processes of a data-parallel run failed: a rank died,
+    did not answer within the timeout, or disagrees with the others; or the engine is
+    not installed.  The message names the engine and the rank.
+
+    Attributes
+    ----------
+    engine : str
+        ``"torch"``, ``"mpi"`` or ``"local"``.
+    rank : int or None
+        The rank that raised (``None`` before the engine started).
+    """
+
+    def __init__(self, message: str, *, engine: str, rank: int | None = None) -> None:
+        super().__init__(message)
+        self.engine = engine
+        self.rank = rank
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_distributed_error, (str(self), self.engine, self.rank))
+
+
+def _distributed_error(message: str, engine: str, rank: int | None) -> DistributedError:
+    return DistributedError(message, engine=engine, rank=rank)
+
+
+class CompileUnsupportedError(PortpropError, RuntimeError):
+    """A training step that cannot be compiled here, raised by
+    :func:`portprop.compile_step` with ``fallback="raise"`` (a library without a
+    compiler, such as NumPy, or a step that cannot be traced); the message says why.
+    Nothing about the model or the optimizer was changed."""
 
 
 class TrainingDivergedError(PortpropError, FloatingPointError):

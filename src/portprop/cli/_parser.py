@@ -273,6 +273,14 @@ def _add_train(commands: Any) -> None:
         "inputs, the decision boundary into <stem>_boundary<suffix> beside it (needs "
         "matplotlib)",
     )
+    # distributed training (issue 10)
+    p.add_argument(
+        "--engine",
+        choices=("auto", "torch", "mpi", "local"),
+        default="auto",
+        help="data-parallel engine: 'auto' uses torch.distributed under torchrun, MPI under "
+        "mpirun/mpiexec/srun, else one process; only rank 0 prints and writes files" + _DEFAULT,
+    )
     _add_verbosity(p)
     p.set_defaults(run=_train)
 

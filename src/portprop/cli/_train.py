@@ -7,6 +7,7 @@ optimizer are built from the flags here; :func:`_train` runs the whole command.
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -26,6 +27,8 @@ from portprop.cli._common import (
 from portprop.cli._data import _load_data
 from portprop.cli._task import _task_for_training
 from portprop.datasets import Standardizer, train_test_split
+from portprop.distributed import Communicator
+from portprop.distributed import init as init_distributed
 from portprop.io import save
 from portprop.layers import Dropout, LayerNorm, Linear
 from portprop.module import Module, Parameter, Sequential
@@ -78,7 +81,19 @@ def _build_optimizer(
 
 
 def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    backend = get_backend(backend=args.backend)
+    # distributed training (issue 10): under a launcher every rank trains (fit(comm=...));
+    # rank 0 alone prints and writes files
+    engine = getattr(args, "engine", "auto")
+    with init_distributed(engine=None if engine == "auto" else engine) as comm:
+        if comm.rank != 0:
+            args = argparse.Namespace(**{**vars(args), "quiet": True, "save": None, "plot": None})
+            out = io.StringIO()
+        return _train_ranks(args, out, err, comm)
+
+
+def _train_ranks(args: argparse.Namespace, out: TextIO, err: TextIO, comm: Communicator) -> int:
+    name = comm.local_backend(args.backend) if comm.size > 1 else args.backend  # own GPU
+    backend = get_backend(backend=name)
     dtype = backend.float_dtype(args.dtype)
     _check_parent(args.save, "--save")
     _check_parent(args.plot, "--plot")
@@ -135,6 +150,8 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"{f', dropout {args.dropout:g}' if args.dropout else ''}), "
         f"loss {args.loss}, {type(optimizer).__name__} lr {optimizer.lr:g}; {_where(model)}"
     )
+    if comm.size > 1:  # distributed training (issue 10)
+        note(f"data-parallel: {comm.size} processes ({comm.engine}), global batches")
     if args.verbose:
         note(repr(model))
 
@@ -149,6 +166,7 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         validation_data=scaled.get("validation"),
         metrics=task.metrics,
         verbose=0 if args.quiet else 2 if args.verbose else 1,
+        comm=comm if comm.size > 1 else None,  # distributed training (issue 10)
     )
     results = {k: evaluate(model, loss, X, t, metrics=task.metrics) for k, (X, t) in scaled.items()}
     epochs = len(history.epoch)

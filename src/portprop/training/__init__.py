@@ -100,12 +100,14 @@ from __future__ import annotations
 from portprop.training.callbacks import Callback, EarlyStopping, History, TrainingState
 from portprop.training.loop import evaluate, fit, predict
 from portprop.training.metrics import METRICS
+from portprop.training.precision import MixedPrecision  # mixed precision (issue 12)
 
 __all__ = [
     "METRICS",
     "Callback",
     "EarlyStopping",
     "History",
+    "MixedPrecision",  # mixed precision (issue 12)
     "TrainingState",
     "evaluate",
     "fit",

@@ -11,6 +11,7 @@ modes, the batching and the evaluation pass that the three functions share.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,10 +21,14 @@ from typing import Any
 
 from portprop import optim as _optim
 from portprop.backend import dtype_name, host_generator
+from portprop.distributed import Communicator
+from portprop.distributed._replicas import Replicas, agreed_seed
 from portprop.module import Module, Parameter
 from portprop.training.callbacks import Callback, History, TrainingState
+from portprop.training.compiled import step_for_fit
 from portprop.training.divergence import LastFinite
 from portprop.training.metrics import Totals
+from portprop.training.precision import MixedPrecision, for_fit
 from portprop.training.progress import Progress
 from portprop.training.validation import (
     Checks,
@@ -65,6 +70,9 @@ def fit(
     schedule: Any = None,
     clip_grad_norm: float | None = None,
     verbose: int = 1,
+    comm: Communicator | None = None,
+    compile: bool = False,
+    precision: str | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` with mini-batch gradient descent.
 
@@ -120,6 +128,28 @@ def fit(
     verbose : {0, 1, 2}, default 1
         0: silent; 1: a progress bar on a terminal, else one line per epoch (on standard
         error); 2: one line per epoch.
+    comm : Communicator, optional
+        Train data-parallel over the ranks of ``comm`` (:func:`portprop.distributed.init`).
+        Every rank passes the same model, data and arguments; ``batch_size`` is the
+        global batch, of which each rank takes a contiguous part.  Rank 0's parameters
+        are broadcast first, the gradients and metrics are summed over the ranks, and
+        the result equals one process's up to the order of the sums.  Only rank 0 shows
+        progress; callbacks with ``rank_zero_only = True`` run on rank 0 only.  With
+        ``shuffle`` and no ``seed``, rank 0 draws the seed for all.
+    compile : bool, default False
+        Run each step as one compiled program (:func:`portprop.compile_step`) where the
+        library has a compiler (``jax.jit``, ``torch.compile``), eagerly elsewhere; with
+        ``clip_grad_norm``, ``comm`` or ``precision`` the eager step runs.  The result
+        equals the eager step's to float32 rounding and no non-finite step is kept, but
+        a divergence is reported at the batch whose loss is not finite (a step that
+        overflows the parameters shows at the next batch), and methods of the loss or
+        the optimizer replaced from Python are traced once, not called every step.
+    precision : {None, "fp32", "bf16", "fp16"}, optional
+        Compute the forward and backward passes in bfloat16 or float16, with the
+        model's float32 parameters as the master weights that the optimizer updates
+        (:class:`portprop.MixedPrecision`; ``"fp16"`` scales the loss dynamically and
+        skips the steps whose scaled gradients overflow, which is not divergence).  The
+        history gains ``loss_scale`` and ``skipped_steps``.  Not with ``comm``.
 
     Returns
     -------
@@ -136,6 +166,9 @@ def fit(
         before that step (the optimizer's state keeps the step).  fit never returns with
         parameters that are not finite.  The message names the epoch and the batch,
         counted from 1.
+    DistributedError
+        With ``comm``: ranks whose models or data differ (the message says what and on
+        which rank), or a rank that died or did not answer within the timeout.
     ValueError, TypeError
         For bad arguments and bad data (see the Notes), and for a model whose
         parameters are not finite, before anything is computed: the model and the
@@ -181,6 +214,11 @@ def fit(
     parameters, and callbacks that need torch's autograd must enable it themselves
     (``with torch.enable_grad():``).
     """
+    if comm is not None:
+        if not isinstance(comm, Communicator):
+            msg = f"comm must be a portprop.distributed Communicator, got {type(comm).__name__}"
+            raise TypeError(msg)
+        seed = agreed_seed(comm, seed, shuffle)
     run = _FitRun.check(
         model,
         loss,
@@ -199,6 +237,13 @@ def fit(
         clip_grad_norm=clip_grad_norm,
         verbose=verbose,
     )
+    if comm is not None and precision not in (None, "fp32"):
+        msg = f"precision={precision!r} cannot be combined with comm= (distributed training)"
+        raise ValueError(msg)
+    mp = for_fit(run.model, precision)  # None: fit's own float32 path
+    replicas = None
+    if comm is not None:  # the ranks agree, then take rank 0's parameters
+        run, replicas = _replicate(run, comm, seed)
     with run.model.backend.scope():  # refuses parameters that are not finite
         last_finite = LastFinite(run.model, epochs=run.epochs, batches=run.steps)
     books = _Bookkeeping(run)  # the callbacks' on_train_begin may still refuse the run
@@ -214,11 +259,27 @@ def fit(
     reduction = getattr(loss, "reduction", "mean")
     index_name = dtype_name(index_dtype(backend))
     quiet = backend.quiet
+    # the compiled step (portprop.compile_step), or None for the eager lines below
+    step = step_for_fit(
+        model,
+        loss,
+        optimizer,
+        compile=compile,
+        clip=clip,
+        distributed=replicas is not None,
+        mixed_precision=mp is not None,
+    )
+    if step is not None:
+        step.check_data(X, y)  # once, as fit's checks did: the batches are not checked again
     # scope: CuPy computes on the backend's device, torch without autograd recording
     with _mode(model, True), backend.scope():
         try:
+            if replicas is not None:
+                replicas.attach()  # starts each layer's all-reduce as its backward ends
             for epoch in range(epochs):
                 books.begin_epoch(epoch)
+                if step is not None:
+                    step.begin_epoch(epoch + 1)
                 order = None
                 if run.generator is not None:
                     order = backend.asarray(run.generator.permutation(n).astype(index_name))
@@ -226,19 +287,33 @@ def fit(
                 lr_used = math.nan  # set by every step of a per-batch schedule
                 b = 0
                 for b, (start, stop) in enumerate(_batches(n, batch_size)):
-                    Xb = _take(xp, X, start, stop, order)
-                    yb = _take(xp, y, start, stop, order)
+                    lo, hi = (start, stop) if replicas is None else replicas.part(start, stop)
+                    Xb = _take(xp, X, lo, hi, order)
+                    yb = _take(xp, y, lo, hi, order)
                     # fit checks the loss and the gradients itself: NumPy's overflow
                     # warnings would only precede its TrainingDivergedError.
                     with quiet():
-                        out = model.forward(Xb)
-                        value = loss.forward(out, yb)
-                        model.zero_grad()
-                        model.backward(loss.backward(), input_grad=False)
+                        if step is not None:  # the same step, compiled; it checks itself
+                            value = local = step.run(Xb, yb)
+                            out = step.output
+                        elif mp is not None:  # a low-precision working copy computes
+                            out = mp.forward(Xb)
+                            value = local = loss.forward(out, yb)
+                            model.zero_grad()
+                            mp.backward(loss.backward())
+                        elif replicas is None:
+                            out = model.forward(Xb)
+                            value = local = loss.forward(out, yb)
+                            model.zero_grad()
+                            model.backward(loss.backward(), input_grad=False)
+                        else:  # this rank's part; gradients and loss summed over the ranks
+                            out, local, value = replicas.step(loss, Xb, yb, stop - start)
                         # The one host-device synchronization per batch, before the step:
                         # the loss, the gradients and the parameters the last step left.
                         norm = None
-                        if clip is None:
+                        if step is not None:
+                            finite = True
+                        elif clip is None:
                             finite = last_finite.check(value)
                         else:
                             # clip_grad_norm_ returns the total norm before clipping: it
@@ -247,26 +322,41 @@ def fit(
                             finite = math.isfinite(norm) and last_finite.check(value, grads=False)
                         if not finite:
                             raise last_finite.diverged(value, norm, epoch=epoch + 1, batch=b + 1)
-                        optimizer.step()
+                        if mp is not None:
+                            mp.step(optimizer)  # skipped after an fp16 overflow
+                        elif step is None:
+                            optimizer.step()
                     if per_batch:
                         lr_used = optimizer.lr  # the history keeps the last step's lr
                         schedule.step()
-                    totals.add(value, out, yb)
+                    if out is not None:  # None: this rank had no sample of the batch
+                        totals.add(local, out, yb)
                     progress.batch_done(totals)
                     if batch_hooks:
                         batch_logs = {"loss": float(value), "size": float(stop - start)}
                         for cb in batch_hooks:
                             cb.on_batch_end(b, batch_logs)
+                        if replicas is not None:
+                            state.stop_training = replicas.any(state.stop_training)
                         if state.stop_training:
                             break
+                if step is not None:
+                    step.check()  # the steps the host has not read yet
                 # the parameters the epoch's last step left, before anything reads them
                 if not last_finite.check_parameters():
                     raise last_finite.diverged(None, None, epoch=epoch + 1, batch=b + 1)
-                if books.end_epoch(epoch, totals, lr_used):
+                if replicas is not None:  # the metrics of the whole data set
+                    replicas.reduce_totals(totals)
+                stop_now = books.end_epoch(epoch, totals, lr_used, mp)
+                if replicas is not None:
+                    stop_now = replicas.any(stop_now)
+                if stop_now:
                     break
         finally:
             progress.close()
             _clear_caches(model)
+            if replicas is not None:
+                replicas.detach()
     return books.finish()
 
 
@@ -491,6 +581,31 @@ class _FitRun:
         )
 
 
+def _replicate(run: _FitRun, comm: Communicator, seed: int | None) -> tuple[_FitRun, Replicas]:
+    """Check that the ranks agree on the run, give them rank 0's parameters, and keep
+    progress (and callbacks marked ``rank_zero_only``) to rank 0."""
+    replicas = Replicas(comm, run.model, run.loss)
+    X, y = run.X, run.y
+    replicas.agree(
+        {
+            "len(X)": X.shape[0],
+            "features of X": X.shape[1],
+            "shape of y[0]": tuple(y.shape[1:]),
+            "validation samples": None if run.Xv is None else run.Xv.shape[0],
+            "epochs": run.epochs,
+            "batch_size": run.batch_size,
+            "shuffling seed": seed if run.generator is not None else "no shuffling",
+            "loss": f"{type(run.loss).__name__}({getattr(run.loss, 'reduction', '')})",
+            "optimizer": type(run.optimizer).__name__,
+        }
+    )
+    with run.model.backend.scope():
+        replicas.broadcast_parameters()
+    verbose = run.verbose if comm.rank == 0 else 0
+    run = dataclasses.replace(run, callbacks=replicas.callbacks(run.callbacks), verbose=verbose)
+    return run, replicas
+
+
 def _log_keys(
     names: tuple[str, ...], validation: bool, schedule: Any, optimizer: Any
 ) -> tuple[tuple[str, ...], bool, str]:
@@ -555,10 +670,14 @@ class _Bookkeeping:
             cb.on_epoch_begin(epoch, {})
         self.progress.begin_epoch(epoch)
 
-    def end_epoch(self, epoch: int, totals: Totals, lr_used: float) -> bool:
+    def end_epoch(
+        self, epoch: int, totals: Totals, lr_used: float, mp: MixedPrecision | None = None
+    ) -> bool:
         """Validate, log, step the schedule and call back; whether training must stop."""
         run, history = self.run, self.history
         logs = totals.read()
+        scaler = {} if mp is None else mp.logs()  # loss_scale, skipped_steps
+        logs.update(scaler)
         if run.Xv is not None:
             val = _run_eval(run.model, run.loss, run.Xv, run.yv, self.eval_batch, run.accuracy)
             logs.update(val.read("val_"))
@@ -569,8 +688,8 @@ class _Bookkeeping:
         seconds = time.perf_counter() - self.started
         history.epoch.append(epoch)
         history.time_per_epoch.append(seconds)
-        for k in run.log_keys:
-            history.history[k].append(logs[k])
+        for k in (*run.log_keys, *scaler):
+            history.history.setdefault(k, []).append(logs[k])
         self.progress.end_epoch(epoch, logs, seconds)
         if run.schedule is not None and not run.per_batch:
             if run.needs_metric:
