@@ -1,4 +1,4 @@
-"""``portprop train --activation gelu|silu|elu|softplus --norm layer``: the modern layers
+"""``portprop train --activation gelu|silu|elu|softplus --norm layer|batch``: the modern layers
 on the command line, saved and evaluated back."""
 
 from __future__ import annotations
@@ -48,4 +48,25 @@ def test_an_unknown_norm_is_refused_with_the_choices():
     status, _, err = run("train", "--dataset", "disk", "--norm", "batch2")
     assert status == 2
     assert "--norm" in err
-    assert "'none', 'layer'" in err
+    assert "'none', 'layer', 'batch'" in err
+
+
+def test_batch_norm_trains_saves_and_evaluates_with_running_statistics(backend, tmp_path):
+    path = tmp_path / "bn.safetensors"
+    status, out, err = run(
+        "train", "--dataset", "disk", "--samples", "200", "--epochs", "3", "--hidden", "8",
+        "--norm", "batch", "--backend", backend.name, "--save", str(path), "--verbose",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "2 -> 8 -> 2 (relu, batch norm), loss cross_entropy" in err
+    checkpoint = pp.load(path)
+    kinds = [type(layer) for layer in checkpoint.model]
+    assert kinds == [pp.Linear, pp.BatchNorm1d, pp.ReLU, pp.Linear]
+    assert checkpoint.extra["training"]["norm"] == "batch"
+    assert int(checkpoint.model[1].num_batches_tracked) > 0  # the running statistics came
+    trained = table(out)["test"]
+    status, out, err = run(
+        "evaluate", str(path), "--dataset", "disk", "--samples", "200", "--backend", backend.name
+    )
+    assert status == 0, err
+    assert table(out)["test"] == trained

@@ -54,6 +54,7 @@ from portprop.io import Checkpoint, load, load_into, restore_rng, save
 from portprop.layers import (
     ELU,
     GELU,
+    BatchNorm1d,  # issue 12: batch normalization
     Dropout,
     Identity,
     LayerNorm,
@@ -102,6 +103,7 @@ __all__ = [
     "Backend",
     "BackendStatus",
     "BackendUnavailableError",
+    "BatchNorm1d",  # issue 12: batch normalization
     "Callback",
     "Checkpoint",
     "CheckpointError",

@@ -210,18 +210,26 @@ def identity_backward(dl_dx: Array) -> Array:
 
 
 def mse_loss(
-    sum: Callable[..., Array], pred: Array, target: Array, scale: float
+    sum: Callable[..., Array], pred: Array, target: Array, scale: float, *, reduce: bool = True
 ) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum (f(x) - y)^2`; returns the loss and the residual kept for the
     gradient.  ``scale`` is :math:`c`: 1 for ``"sum"``, ``1/numel`` for ``"mean"``.
     ``sum`` is the namespace's ``xp.sum`` or an equivalent kernel, such as
-    :meth:`portprop.Backend.sum` (the losses pass that one)."""
+    :meth:`portprop.Backend.sum` (the losses pass that one).  With ``reduce=False``
+    (``reduction="none"``) the terms of the sum, each times :math:`c`; so for every loss
+    below."""
     diff = pred - target
-    return sum(diff * diff) * scale, diff
+    terms = diff * diff
+    return (sum(terms) if reduce else terms) * scale, diff
 
 
-def mse_loss_gradient(diff: Array, scale: float) -> Array:
-    r""":math:`\nabla_1 \ell = 2c\,(f(x) - y)`."""
+def mse_loss_gradient(diff: Array, scale: Any) -> Array:
+    r""":math:`\nabla_1 \ell = 2c\,(f(x) - y)`.
+
+    As for every loss gradient below, ``scale`` :math:`c` may be an array that
+    broadcasts against the result: with ``reduction="none"`` it is the ``grad_output``
+    :math:`G` of the per-element (or per-sample, ``(batch, 1)``) losses, and the result
+    the gradient of :math:`\sum G \odot \ell`."""
     return diff * (2.0 * scale)
 
 
@@ -248,7 +256,7 @@ def softmax(xp: Any, Z: Array) -> Array:
 
 
 def cross_entropy_loss(
-    xp: Any, logits: Array, targets_one_hot: Array, scale: float
+    xp: Any, logits: Array, targets_one_hot: Array, scale: float, *, reduce: bool = True
 ) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum_n (\log \sum_k e^{z_{n,k}} - z_{n,y_n})`; returns the loss and
     the softmax probabilities :math:`p` kept for the gradient.
@@ -262,17 +270,21 @@ def cross_entropy_loss(
     u = logits - xp.max(logits, axis=1, keepdims=True)
     e = xp.exp(u)
     s = xp.sum(e, axis=1, keepdims=True)
+    if not reduce:  # per sample: (batch,)
+        return (xp.log(s[:, 0]) - xp.sum(u * targets_one_hot, axis=1)) * scale, e / s
     loss = (xp.sum(xp.log(s)) - xp.sum(u * targets_one_hot)) * scale
     return loss, e / s
 
 
-def cross_entropy_loss_gradient(probs: Array, targets_one_hot: Array, scale: float) -> Array:
+def cross_entropy_loss_gradient(probs: Array, targets_one_hot: Array, scale: Any) -> Array:
     r""":math:`\nabla_1 \ell = c\,(\mathrm{softmax}(z) - \mathrm{onehot}(y))`: the softmax
     and the log-sum-exp differentiated together."""
     return (probs - targets_one_hot) * scale
 
 
-def bce_with_logits_loss(xp: Any, logits: Array, target: Array, scale: float) -> Array:
+def bce_with_logits_loss(
+    xp: Any, logits: Array, target: Array, scale: float, *, reduce: bool = True
+) -> Array:
     r""":math:`\ell = c \sum \big(\max(z,0) - z y + \log(1 + e^{-|z|})\big)`, the binary
     cross-entropy of :math:`\sigma(z)` written so that no exponential overflows.
 
@@ -282,10 +294,10 @@ def bce_with_logits_loss(xp: Any, logits: Array, target: Array, scale: float) ->
     """
     terms = xp.where(logits > 0, logits * (1.0 - target), -logits * target)
     terms = terms + xp.log1p(xp.exp(-xp.abs(logits)))
-    return xp.sum(terms) * scale
+    return (xp.sum(terms) if reduce else terms) * scale
 
 
-def bce_with_logits_loss_gradient(xp: Any, logits: Array, target: Array, scale: float) -> Array:
+def bce_with_logits_loss_gradient(xp: Any, logits: Array, target: Array, scale: Any) -> Array:
     r""":math:`\nabla_1 \ell = c\,(\sigma(z) - y)`."""
     return (sigmoid(xp, logits) - target) * scale
 
@@ -557,24 +569,60 @@ def log_softmax_backward(xp: Any, dl_dy: Array, Y: Array) -> Array:
 # ---- layer normalization: y = (x - mean) / sqrt(var + eps) * gamma + beta ----------------
 
 
-def layer_norm(xp: Any, X: Array, eps: float) -> tuple[Array, Array]:
+def layer_norm(xp: Any, X: Array, eps: float, axis: int = 1) -> tuple[Array, Array]:
     r""":math:`\hat x = (x - \mu)\, r`, with the mean :math:`\mu` and the biased variance
-    :math:`v` of each row and :math:`r = 1/\sqrt{v + \epsilon}`; returns :math:`\hat x`
-    and :math:`r` ``(batch, 1)``, which the backward pass reads.
+    :math:`v` over ``axis`` and :math:`r = 1/\sqrt{v + \epsilon}`; returns :math:`\hat x`
+    and :math:`r` (``(batch, 1)`` for ``axis=1``, each row: layer normalization;
+    ``(1, features)`` for ``axis=0``, each feature over the batch: batch normalization
+    in training), which the backward pass reads.
     ``(batch, features) -> (batch, features)``."""
-    centered = X - xp.mean(X, axis=1, keepdims=True)
-    r = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=1, keepdims=True) + eps)
+    centered = X - xp.mean(X, axis=axis, keepdims=True)
+    r = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=axis, keepdims=True) + eps)
     return centered * r, r
 
 
-def layer_norm_backward(xp: Any, dl_dxhat: Array, Xhat: Array, r: Array) -> Array:
+def layer_norm_backward(xp: Any, dl_dxhat: Array, Xhat: Array, r: Array, axis: int = 1) -> Array:
     r""":math:`\partial\ell/\partial x = r\,\big(g - \overline{g} - \hat x\,
-    \overline{g \odot \hat x}\big)` per row, with :math:`g = \partial\ell/\partial\hat x`
-    and :math:`\overline{\,\cdot\,}` the mean over the row's features: the backward pass
-    through the mean and the variance in one expression."""
-    mean_g = xp.mean(dl_dxhat, axis=1, keepdims=True)
-    mean_gx = xp.mean(dl_dxhat * Xhat, axis=1, keepdims=True)
+    \overline{g \odot \hat x}\big)`, with :math:`g = \partial\ell/\partial\hat x`
+    and :math:`\overline{\,\cdot\,}` the mean over ``axis`` (a row's features, or with
+    ``axis=0`` a feature's batch): the backward pass through the mean and the variance
+    in one expression."""
+    mean_g = xp.mean(dl_dxhat, axis=axis, keepdims=True)
+    mean_gx = xp.mean(dl_dxhat * Xhat, axis=axis, keepdims=True)
     return (dl_dxhat - mean_g - Xhat * mean_gx) * r
+
+
+# ---- batch normalization: the training pass is layer_norm over axis 0 ------------------
+
+
+def batch_statistics(xp: Any, X: Array, r: Array, eps: float) -> tuple[Array, Array]:
+    r"""The batch mean :math:`\mu` ``(features,)`` and the *unbiased* batch variance
+    :math:`v\,n/(n-1)` ``(features,)`` that update the running statistics, with
+    :math:`v = 1/r^2 - \epsilon` the biased variance that :func:`layer_norm` (``axis=0``)
+    normalized with."""
+    n = X.shape[0]
+    biased = 1.0 / (r[0, :] * r[0, :]) - eps
+    return xp.mean(X, axis=0), biased * (n / (n - 1))
+
+
+def running_average(running: Array, batch: Array, momentum: float) -> Array:
+    r""":math:`(1 - m)\,\text{running} + m\,\text{batch}` (torch's ``momentum``
+    :math:`m`; a cumulative average takes :math:`m = 1/t` at the :math:`t`-th batch)."""
+    return running * (1.0 - momentum) + batch * momentum
+
+
+def batch_norm_eval(xp: Any, X: Array, mean: Array, var: Array, eps: float) -> tuple[Array, Array]:
+    r"""Evaluation mode: :math:`\hat x = (x - \mu_{\text{run}})\, r` with the running
+    statistics, :math:`r = 1/\sqrt{v_{\text{run}} + \epsilon}`: an affine map of
+    :math:`x`; returns :math:`\hat x` and :math:`r` ``(features,)``."""
+    r = 1.0 / xp.sqrt(var + eps)
+    return (X - mean) * r, r
+
+
+def batch_norm_eval_backward(dl_dxhat: Array, r: Array) -> Array:
+    r""":math:`\partial\ell/\partial x = r \odot \partial\ell/\partial\hat x`: the
+    statistics are constants in evaluation mode."""
+    return dl_dxhat * r
 
 
 def affine(Xhat: Array, gamma: Array, beta: Array | None) -> Array:
@@ -600,21 +648,24 @@ def affine_input_gradient(dl_dy: Array, gamma: Array) -> Array:
 # ---- more losses ---------------------------------------------------------------------------
 
 
-def l1_loss(xp: Any, pred: Array, target: Array, scale: float) -> tuple[Array, Array]:
+def l1_loss(
+    xp: Any, pred: Array, target: Array, scale: float, *, reduce: bool = True
+) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum |f(x) - y|`; returns the loss and the residual kept for the
     gradient."""
     diff = pred - target
-    return xp.sum(xp.abs(diff)) * scale, diff
+    terms = xp.abs(diff)
+    return (xp.sum(terms) if reduce else terms) * scale, diff
 
 
-def l1_loss_gradient(xp: Any, diff: Array, scale: float) -> Array:
+def l1_loss_gradient(xp: Any, diff: Array, scale: Any) -> Array:
     r""":math:`\nabla_1 \ell = c\,\mathrm{sign}(f(x) - y)` (0 where they are equal, as in
     torch)."""
     return xp.sign(diff) * scale
 
 
 def huber_loss(
-    xp: Any, pred: Array, target: Array, delta: float, scale: float
+    xp: Any, pred: Array, target: Array, delta: float, scale: float, *, reduce: bool = True
 ) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum h_\delta(f(x) - y)`, :math:`h_\delta(d) = \tfrac12 d^2` for
     :math:`|d| < \delta` and :math:`\delta(|d| - \tfrac12\delta)` beyond; returns the loss
@@ -627,10 +678,11 @@ def huber_loss(
     diff = pred - target
     q = xp.clip(diff, -delta, delta)
     abs_q = xp.abs(q)
-    return xp.sum(abs_q * (xp.abs(diff) - 0.5 * abs_q)) * scale, q
+    terms = abs_q * (xp.abs(diff) - 0.5 * abs_q)
+    return (xp.sum(terms) if reduce else terms) * scale, q
 
 
-def huber_loss_gradient(q: Array, scale: float) -> Array:
+def huber_loss_gradient(q: Array, scale: Any) -> Array:
     r""":math:`\nabla_1 \ell = c\,\mathrm{clip}(f(x) - y, -\delta, \delta)`."""
     return q * scale
 
@@ -665,7 +717,9 @@ def class_targets(
     return W * (1.0 - label_smoothing) + spread, total
 
 
-def soft_cross_entropy_loss(xp: Any, logits: Array, T: Array, scale: Any) -> tuple[Array, Array]:
+def soft_cross_entropy_loss(
+    xp: Any, logits: Array, T: Array, scale: Any, *, reduce: bool = True
+) -> tuple[Array, Array]:
     r""":math:`\ell = c \sum_{n,k} T_{n,k}\,(\operatorname{lse}(z_n) - z_{n,k})`, the
     cross-entropy against a target matrix :math:`T \ge 0` (:func:`class_targets`) whose
     rows need not sum to 1; returns the loss and the probabilities :math:`p`.
@@ -678,6 +732,9 @@ def soft_cross_entropy_loss(xp: Any, logits: Array, T: Array, scale: Any) -> tup
     u = logits - xp.max(logits, axis=1, keepdims=True)
     e = xp.exp(u)
     s = xp.sum(e, axis=1, keepdims=True)
+    if not reduce:  # per sample: (batch,)
+        loss = xp.sum(T, axis=1) * xp.log(s[:, 0]) - xp.sum(u * T, axis=1)
+        return loss * scale, e / s
     loss = xp.sum(xp.sum(T, axis=1, keepdims=True) * xp.log(s)) - xp.sum(u * T)
     return loss * scale, e / s
 
@@ -688,9 +745,12 @@ def soft_cross_entropy_loss_gradient(xp: Any, probs: Array, T: Array, scale: Any
     return (xp.sum(T, axis=1, keepdims=True) * probs - T) * scale
 
 
-def nll_loss(xp: Any, log_probs: Array, T: Array, scale: Any) -> Array:
+def nll_loss(xp: Any, log_probs: Array, T: Array, scale: Any, *, reduce: bool = True) -> Array:
     r""":math:`\ell = -c \sum_{n,k} T_{n,k} \log p_{n,k}`, on log-probabilities (the output
-    of :func:`log_softmax`) and the target matrix of :func:`class_targets`."""
+    of :func:`log_softmax`) and the target matrix of :func:`class_targets` (per sample,
+    ``(batch,)``, with ``reduce=False``)."""
+    if not reduce:
+        return -xp.sum(T * log_probs, axis=1) * scale
     return -xp.sum(T * log_probs) * scale
 
 

@@ -12,11 +12,12 @@ from typing import Any
 from portprop import functional as F
 from portprop.backend import Backend, BackendGenerator
 from portprop.init import draw_linear
-from portprop.module import Module, Parameter, rank_hint
+from portprop.module import Module, Parameter, counter_dtype, rank_hint
 
 __all__ = [
     "ELU",
     "GELU",
+    "BatchNorm1d",
     "Dropout",
     "Identity",
     "LayerNorm",
@@ -605,4 +606,159 @@ class LayerNorm(Module):
         return (
             f"{self.normalized_shape}, eps={self.eps}, "
             f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )
+
+
+class BatchNorm1d(Module):
+    r"""Normalizes each feature over the batch (torch's ``BatchNorm1d`` of a 2-D input).
+
+    In training, :math:`\hat x = (x - \mu_B)/\sqrt{v_B + \epsilon}` with the mean and
+    the biased variance of the batch (:func:`portprop.functional.layer_norm` over axis
+    0), and the running statistics move towards the batch's, the variance's towards
+    the *unbiased* batch variance, as torch's do.  In evaluation, :math:`\hat x = (x
+    - \mu_{\text{run}})/\sqrt{v_{\text{run}} + \epsilon}`, an affine map.  Then
+    :math:`y = \hat x \odot \gamma + \beta`.  Without ``track_running_stats`` the batch
+    statistics are used in both modes.  Shapes: ``(batch, features) -> (batch,
+    features)``.  In data-parallel training each rank normalizes with its own batch's
+    statistics, as torch's ``BatchNorm1d`` does (not ``SyncBatchNorm``).
+
+    Parameters
+    ----------
+    num_features : int
+        The number of features.
+    eps : float, default 1e-5
+        Added to the variance.
+    momentum : float or None, default 0.1
+        The weight of the batch in the running statistics (torch's convention:
+        ``running = (1 - momentum) * running + momentum * batch``); ``None`` for the
+        cumulative average of every batch so far.
+    affine : bool, default True
+        Whether to learn :math:`\gamma` (``weight``, ones) and :math:`\beta` (``bias``,
+        zeros).
+    track_running_stats : bool, default True
+        Whether to keep the buffers ``running_mean`` (zeros), ``running_var`` (ones) and
+        ``num_batches_tracked`` (int64), saved in :meth:`state_dict` and checkpoints.
+    backend, device, dtype
+        Where the parameters and buffers live.
+
+    Raises
+    ------
+    ValueError
+        From :meth:`forward`, for a batch of one sample in training (its variance is
+        undefined), as torch does.
+    """
+
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        backend: Backend | str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, device=device, dtype=dtype)
+        self.num_features = _check_size(num_features, "num_features")
+        self.eps = _check_real(eps, "eps", positive=True)
+        if momentum is not None:
+            momentum = _check_real(momentum, "momentum")
+            if not 0.0 <= momentum <= 1.0:
+                msg = f"momentum must be in [0, 1] or None, got {momentum!r}"
+                raise ValueError(msg)
+        self.momentum = momentum
+        for value, argname in ((affine, "affine"), (track_running_stats, "track_running_stats")):
+            if not isinstance(value, bool):
+                msg = f"{argname} must be a bool, got {value!r}"
+                raise TypeError(msg)
+        self.affine, self.track_running_stats = affine, track_running_stats
+        xp, n, where = self.backend.xp, (self.num_features,), self.backend.device
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        if affine:
+            self.weight = Parameter(xp.ones(n, dtype=self.dtype, device=where))
+            self.bias = Parameter(xp.zeros(n, dtype=self.dtype, device=where))
+        # the buffers (None without track_running_stats)
+        self.running_mean: Array = None
+        self.running_var: Array = None
+        self.num_batches_tracked: Array = None
+        if track_running_stats:
+            self.running_mean = xp.zeros(n, dtype=self.dtype, device=where)
+            self.running_var = xp.ones(n, dtype=self.dtype, device=where)
+            count = getattr(xp, counter_dtype(self.backend))
+            self.num_batches_tracked = xp.zeros((), dtype=count, device=where)
+        self._kept: Any = None  # (x hat, r, whether r is the batch's) of the last forward
+
+    def _check_input(self, X: Array, argname: str, *, grad: bool = False) -> None:
+        super()._check_input(X, argname, grad=grad)
+        _check_width(X, argname, self.num_features, grad=grad)
+
+    def _n_in(self) -> int:
+        return self.num_features
+
+    def _n_out(self) -> int:
+        return self.num_features
+
+    def _uses_batch_statistics(self) -> bool:
+        return self.training or self.running_mean is None
+
+    def _forward(self, X: Array) -> Array:
+        xp = self.backend.xp
+        if self._uses_batch_statistics():
+            if X.shape[0] < 2:
+                msg = (
+                    f"Expected more than 1 value per channel when training, got X of shape "
+                    f"{tuple(X.shape)}: a batch of one sample has no variance; use batches "
+                    f"of 2 or more, or call eval() first"
+                )
+                raise ValueError(msg)
+            Xhat, r = F.layer_norm(xp, X, self.eps, axis=0)
+            if self.training and self.running_mean is not None:
+                self._update_running_statistics(X, r)
+            self._kept = (Xhat, r, True)
+        else:
+            Xhat, r = F.batch_norm_eval(xp, X, self.running_mean, self.running_var, self.eps)
+            self._kept = (Xhat, r, False)
+        if self.weight is None or self.bias is None:
+            return Xhat
+        return F.affine(Xhat, self.weight.data, self.bias.data)
+
+    def _update_running_statistics(self, X: Array, r: Array) -> None:
+        xp = self.backend.xp
+        mean, var = F.batch_statistics(xp, X, r, self.eps)
+        self.num_batches_tracked = self.num_batches_tracked + 1
+        momentum = self.momentum
+        if momentum is None:  # cumulative average: the t-th batch weighs 1/t
+            momentum = 1.0 / float(self.num_batches_tracked)
+        self.running_mean = F.running_average(self.running_mean, mean, momentum)
+        self.running_var = F.running_average(self.running_var, var, momentum)
+
+    def _backward(self, dl_dy: Array, input_grad: bool) -> Array | None:
+        kept = self._kept
+        if kept is None:
+            self._require_cache(kept)
+        Xhat, r, from_batch = kept
+        dl_dxhat = dl_dy
+        if self.weight is not None and self.bias is not None:
+            self.weight.accumulate(F.affine_weight_gradient(self.backend.sum, dl_dy, Xhat))
+            self.bias.accumulate(F.bias_gradient(self.backend.sum, dl_dy))
+            dl_dxhat = F.affine_input_gradient(dl_dy, self.weight.data)
+        if not input_grad:
+            return None
+        if from_batch:
+            return F.layer_norm_backward(self.backend.xp, dl_dxhat, Xhat, r, axis=0)
+        return F.batch_norm_eval_backward(dl_dxhat, r)
+
+    def _clear_cache(self) -> None:
+        super()._clear_cache()
+        self._kept = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )

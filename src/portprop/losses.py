@@ -2,7 +2,11 @@ r"""Losses: ``forward(pred, target)`` returns a 0-d array, ``backward()`` return
 :math:`\nabla_1 \ell`, the gradient with respect to ``pred``.
 
 ``reduction="mean"`` has torch's meaning (the mean over every element, or over samples
-for cross-entropy); ``reduction="sum"`` is the lecture's sum over samples.
+for cross-entropy); ``reduction="sum"`` is the lecture's sum over samples;
+``reduction="none"`` returns the losses unreduced, with torch's shapes (per element,
+``(batch, outputs)``; per sample, ``(batch,)``, for the class-label losses), and
+``backward(grad_output)`` the gradient of :math:`\sum G \odot \ell` (``grad_output``
+:math:`G`, ones by default).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ __all__ = [
 ]
 
 Array = Any
-_REDUCTIONS = ("mean", "sum")
+_REDUCTIONS = ("mean", "sum", "none")
 
 
 class Loss:
@@ -38,13 +42,19 @@ class Loss:
 
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in _REDUCTIONS:
-            msg = f"reduction must be 'mean' or 'sum', got {reduction!r}"
+            msg = f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
             raise ValueError(msg)
         self.reduction = reduction
+        self._reduce = reduction != "none"
         self._backend: Backend | None = None
+        # reduction="none": the shape of the last forward's losses, and the grad_output
+        # of the running backward
+        self._loss_shape: tuple[int, ...] = ()
+        self._grad_output: Array = None
 
     def forward(self, pred: Array, target: Array) -> Array:
-        """The loss of ``pred`` against ``target``, as a 0-d array of ``pred``'s dtype."""
+        """The loss of ``pred`` against ``target``, as a 0-d array of ``pred``'s dtype
+        (with ``reduction="none"``, the unreduced losses, as torch's)."""
         backend = self._backend
         if backend is None or not (backend.owns(pred) and backend.owns(target)):
             backend = backend_of(pred, target, names=("pred", "target"))
@@ -56,22 +66,68 @@ class Loss:
             msg = f"pred must have a floating dtype, got {dtype_name(pred.dtype)}"
             raise TypeError(msg)
         self._check_target(xp, pred, target)
+        self._dtype = pred.dtype
         self._backend = backend  # the arguments are valid: _forward may use it
-        return backend.run(self._forward, xp, pred, target)
+        value = backend.run(self._forward, xp, pred, target)
+        self._loss_shape = tuple(value.shape)
+        return value
 
-    def backward(self) -> Array:
+    def backward(self, grad_output: Array = None) -> Array:
         r""":math:`\nabla_1 \ell`: the gradient of the last :meth:`forward` with respect to
-        ``pred``, of ``pred``'s shape and dtype."""
-        if self._backend is None:
+        ``pred``, of ``pred``'s shape and dtype.
+
+        With ``reduction="none"``, the gradient of :math:`\sum G \odot \ell` for
+        ``grad_output`` :math:`G`, an array of the losses' shape, backend and dtype
+        (ones when ``None``), as torch's ``losses.backward(grad_output)``; the other
+        reductions take no ``grad_output``.
+        """
+        backend = self._backend
+        if backend is None:
             msg = f"{type(self).__name__}.backward() was called before forward()"
             raise RuntimeError(msg)
-        return self._backend.run(self._backward)
+        if grad_output is not None or not self._reduce:
+            self._grad_output = self._checked_grad_output(backend, grad_output)
+        try:
+            return backend.run(self._backward)
+        finally:
+            self._grad_output = None
+
+    def _checked_grad_output(self, backend: Backend, grad_output: Array) -> Array:
+        """``grad_output`` checked against the last forward's losses (ones for ``None``)."""
+        if self._reduce:
+            msg = (
+                f"grad_output is only taken with reduction='none' (the losses unreduced), "
+                f"but this {type(self).__name__} has reduction={self.reduction!r}; call "
+                f"backward() without it"
+            )
+            raise ValueError(msg)
+        dtype = self._dtype
+        shape = self._loss_shape
+        if grad_output is None:
+            return backend.xp.ones(shape, dtype=dtype, device=backend.device)
+        backend.check(grad_output, "grad_output")
+        if tuple(grad_output.shape) != shape or grad_output.dtype != dtype:
+            msg = (
+                f"grad_output must have the shape {shape} and dtype {dtype_name(dtype)} of "
+                f"the losses of the last forward, got shape {tuple(grad_output.shape)} and "
+                f"dtype {dtype_name(grad_output.dtype)}"
+            )
+            raise ValueError(msg)
+        return grad_output
+
+    def _gradient_scale(self, c: Any, *, per_sample: bool = False) -> Any:
+        r"""The scale :math:`c` of a gradient formula: ``c`` itself, or with
+        ``reduction="none"`` :math:`c\,G` (``(batch, 1)`` for per-sample losses)."""
+        G = self._grad_output
+        if self._reduce or G is None:
+            return c
+        return (G[:, None] if per_sample else G) * c
 
     def __call__(self, pred: Array, target: Array) -> Array:
         return self.forward(pred, target)
 
     def _scale(self, count: int) -> float:
-        return 1.0 / count if self.reduction == "mean" else 1.0
+        return 1.0 / count if self.reduction == "mean" else 1.0  # "sum" and "none": 1
 
     def _check_target(self, xp: Any, pred: Array, target: Array) -> None:  # noqa: ARG002
         """Targets of the same shape and dtype as ``pred`` (overridden by cross-entropy)."""
@@ -108,11 +164,13 @@ class MSELoss(Loss):
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:  # noqa: ARG002
         assert self._backend is not None
         self._c = self._scale(pred.shape[0] * pred.shape[1])
-        value, self._diff = F.mse_loss(self._backend.sum, pred, target, self._c)
+        value, self._diff = F.mse_loss(
+            self._backend.sum, pred, target, self._c, reduce=self._reduce
+        )
         return value
 
     def _backward(self) -> Array:
-        return F.mse_loss_gradient(self._diff, self._c)
+        return F.mse_loss_gradient(self._diff, self._gradient_scale(self._c))
 
 
 class _ClassLabelLoss(Loss):
@@ -252,19 +310,24 @@ class CrossEntropyLoss(_ClassLabelLoss):
             self._general = False
             self._c = self._scale(pred.shape[0])
             self._one_hot = F.one_hot(xp, target, pred.shape[1], pred.dtype)
-            value, self._probs = F.cross_entropy_loss(xp, pred, self._one_hot, self._c)
+            value, self._probs = F.cross_entropy_loss(
+                xp, pred, self._one_hot, self._c, reduce=self._reduce
+            )
             return value
         self._general = True
         self._one_hot, self._c = self._targets(xp, pred, target, self.label_smoothing)
-        value, self._probs = F.soft_cross_entropy_loss(xp, pred, self._one_hot, self._c)
+        value, self._probs = F.soft_cross_entropy_loss(
+            xp, pred, self._one_hot, self._c, reduce=self._reduce
+        )
         return value
 
     def _backward(self) -> Array:
+        c = self._gradient_scale(self._c, per_sample=True)
         if self._general:
             assert self._backend is not None
             xp = self._backend.xp
-            return F.soft_cross_entropy_loss_gradient(xp, self._probs, self._one_hot, self._c)
-        return F.cross_entropy_loss_gradient(self._probs, self._one_hot, self._c)
+            return F.soft_cross_entropy_loss_gradient(xp, self._probs, self._one_hot, c)
+        return F.cross_entropy_loss_gradient(self._probs, self._one_hot, c)
 
     def _extra_repr(self) -> str:
         return f", label_smoothing={self.label_smoothing}"
@@ -283,10 +346,10 @@ class NLLLoss(_ClassLabelLoss):
 
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
         self._T, self._c = self._targets(xp, pred, target, 0.0)
-        return F.nll_loss(xp, pred, self._T, self._c)
+        return F.nll_loss(xp, pred, self._T, self._c, reduce=self._reduce)
 
     def _backward(self) -> Array:
-        return F.nll_loss_gradient(self._T, self._c)
+        return F.nll_loss_gradient(self._T, self._gradient_scale(self._c, per_sample=True))
 
 
 class BCEWithLogitsLoss(Loss):
@@ -299,12 +362,13 @@ class BCEWithLogitsLoss(Loss):
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
         self._c = self._scale(pred.shape[0] * pred.shape[1])
         self._pred, self._target = pred, target
-        return F.bce_with_logits_loss(xp, pred, target, self._c)
+        return F.bce_with_logits_loss(xp, pred, target, self._c, reduce=self._reduce)
 
     def _backward(self) -> Array:
         assert self._backend is not None
         xp = self._backend.xp
-        return F.bce_with_logits_loss_gradient(xp, self._pred, self._target, self._c)
+        c = self._gradient_scale(self._c)
+        return F.bce_with_logits_loss_gradient(xp, self._pred, self._target, c)
 
 
 class L1Loss(Loss):
@@ -315,12 +379,12 @@ class L1Loss(Loss):
 
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
         self._c = self._scale(pred.shape[0] * pred.shape[1])
-        value, self._diff = F.l1_loss(xp, pred, target, self._c)
+        value, self._diff = F.l1_loss(xp, pred, target, self._c, reduce=self._reduce)
         return value
 
     def _backward(self) -> Array:
         assert self._backend is not None
-        return F.l1_loss_gradient(self._backend.xp, self._diff, self._c)
+        return F.l1_loss_gradient(self._backend.xp, self._diff, self._gradient_scale(self._c))
 
 
 class HuberLoss(Loss):
@@ -338,11 +402,11 @@ class HuberLoss(Loss):
 
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
         self._c = self._scale(pred.shape[0] * pred.shape[1])
-        value, self._q = F.huber_loss(xp, pred, target, self.delta, self._c)
+        value, self._q = F.huber_loss(xp, pred, target, self.delta, self._c, reduce=self._reduce)
         return value
 
     def _backward(self) -> Array:
-        return F.huber_loss_gradient(self._q, self._c)
+        return F.huber_loss_gradient(self._q, self._gradient_scale(self._c))
 
     def __repr__(self) -> str:
         return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
@@ -364,17 +428,18 @@ class SmoothL1Loss(Loss):
     def _forward(self, xp: Any, pred: Array, target: Array) -> Array:
         self._c = self._scale(pred.shape[0] * pred.shape[1])
         if self.beta == 0.0:
-            value, self._kept = F.l1_loss(xp, pred, target, self._c)
+            value, self._kept = F.l1_loss(xp, pred, target, self._c, reduce=self._reduce)
             return value
         self._c /= self.beta
-        value, self._kept = F.huber_loss(xp, pred, target, self.beta, self._c)
+        value, self._kept = F.huber_loss(xp, pred, target, self.beta, self._c, reduce=self._reduce)
         return value
 
     def _backward(self) -> Array:
+        c = self._gradient_scale(self._c)
         if self.beta == 0.0:
             assert self._backend is not None
-            return F.l1_loss_gradient(self._backend.xp, self._kept, self._c)
-        return F.huber_loss_gradient(self._kept, self._c)
+            return F.l1_loss_gradient(self._backend.xp, self._kept, c)
+        return F.huber_loss_gradient(self._kept, c)
 
     def __repr__(self) -> str:
         return f"SmoothL1Loss(reduction={self.reduction!r}, beta={self.beta})"

@@ -283,6 +283,29 @@ class Module:
     def named_children(self) -> Iterator[tuple[str, Module]]:
         return iter(())
 
+    # Buffers (issue 12): the names of the attributes that hold non-trainable arrays of
+    # the module's state (BatchNorm1d's running statistics), saved with the parameters
+    # but never seen by an optimizer; an attribute that is None is skipped.
+    _buffer_names: ClassVar[tuple[str, ...]] = ()
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Array]]:
+        """``(name, array)`` pairs of the non-trainable state with torch's names
+        (``"0.running_mean"``), this module's and then its children's."""
+        for name in self._buffer_names:
+            value = getattr(self, name)
+            if value is not None:
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}{name}.")
+
+    def _set_buffer(self, qualified: str, value: Array) -> None:
+        """Rebind the buffer named ``qualified`` (as :meth:`named_buffers` names it)."""
+        module: Module = self
+        *path, name = qualified.split(".")
+        for part in path:
+            module = dict(module.named_children())[part]
+        setattr(module, name, value)
+
     def parameters(self) -> list[Parameter]:
         """Every parameter, in the order of :meth:`named_parameters`."""
         return [p for _, p in self.named_parameters()]
@@ -391,6 +414,11 @@ class Module:
         for name, p in self.named_parameters():
             p.data = moved[name]
             p.grad = None
+        # buffers (issue 12): floating ones take the new dtype, integer ones keep theirs
+        for name, value in list(self.named_buffers()):
+            floating = self.backend.is_float_dtype(value.dtype)
+            kept = target_dtype if floating else counter_dtype(target)
+            self._set_buffer(name, target.asarray(value, dtype=kept, copy=True))
         for module in self.modules():
             module.backend, module.dtype = target, target_dtype
             module._clear_cache()
@@ -403,16 +431,19 @@ class Module:
             yield from child.modules()
 
     def state_dict(self) -> dict[str, Array]:
-        """The parameters by torch name (``"0.weight"``, ``"0.bias"``, ...).
+        """The parameters, then the buffers, by torch name (``"0.weight"``, ``"0.bias"``,
+        ``"0.running_mean"``, ...).
 
-        The arrays are the parameters themselves, not copies (as in torch).
+        The arrays are the parameters and buffers themselves, not copies (as in torch).
         """
-        return {name: p.data for name, p in self.named_parameters()}
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update(self.named_buffers())  # buffers (issue 12)
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Copy arrays of any supported library (a torch ``nn.Sequential`` state dict
-        included) into the parameters, converting them to this model's backend, device
-        and dtype.
+        included) into the parameters and buffers, converting them to this model's
+        backend, device and dtype (an integer buffer keeps its integer dtype).
 
         Every key, value and shape is checked first: each value must be an array (or a
         :class:`Parameter`) of a real dtype, integer or floating, of the parameter's
@@ -426,7 +457,9 @@ class Module:
                 f"got {type(state_dict).__name__}"
             )
             raise TypeError(msg)
-        own = dict(self.named_parameters())
+        own: dict[str, Any] = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())  # buffers (issue 12), checked as parameters are
+        own.update(buffers)
         values = {
             k: v.data if isinstance(v, Parameter) else v for k, v in state_dict.items() if k in own
         }
@@ -435,7 +468,7 @@ class Module:
         wrong = [
             f"{k}: {problem}"
             for k, v in values.items()
-            if (problem := _value_problem(v, own[k].shape)) is not None
+            if (problem := _value_problem(v, tuple(own[k].shape))) is not None
         ]
         if missing or unexpected or wrong:
             parts = []
@@ -449,16 +482,36 @@ class Module:
                 parts.append(f"wrong values: {shown}{more}")
             msg = "state_dict does not match the model (nothing was loaded): " + "; ".join(parts)
             raise StateDictError(msg)
-        converted = {k: self.backend.asarray(values[k], dtype=self.dtype, copy=True) for k in own}
+        converted = {
+            k: self.backend.asarray(values[k], dtype=_loaded_dtype(self, own[k]), copy=True)
+            for k in own
+        }
         for k, p in own.items():
-            p.data = converted[k]
-            p.grad = None
+            if k in buffers:
+                self._set_buffer(k, converted[k])
+            else:
+                p.data = converted[k]
+                p.grad = None
 
     def extra_repr(self) -> str:
         return ""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def counter_dtype(backend: Backend) -> str:
+    """The dtype name of an integer buffer (``num_batches_tracked``): int64, as torch's,
+    or the narrower integer of a device without it (JAX without ``jax_enable_x64``)."""
+    return backend._narrow_ints.get("int64", "int64")
+
+
+def _loaded_dtype(module: Module, own: Any) -> Any:
+    """The dtype a loaded value of the parameter or buffer ``own`` takes: the model's,
+    except for an integer buffer (``num_batches_tracked``), which keeps its own."""
+    if isinstance(own, Parameter) or module.backend.is_float_dtype(own.dtype):
+        return module.dtype
+    return own.dtype
 
 
 def _shared_backend_and_dtype(

@@ -49,7 +49,7 @@ ACTIVATIONS: dict[str, type[Module]] = {
     "softplus": Softplus,
 }
 #: ``--norm``: a normalization layer between each hidden ``Linear`` and its activation.
-NORMS = ("none", "layer")
+NORMS = ("none", "layer", "batch")
 LOSSES = ("cross_entropy", "mse", "bce")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 

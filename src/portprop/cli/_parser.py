@@ -207,7 +207,8 @@ def _add_train(commands: Any) -> None:
         "--norm",
         choices=NORMS,
         default=d["norm"],
-        help="'layer': a LayerNorm after each hidden Linear, before its activation" + _DEFAULT,
+        help="'layer' or 'batch': a LayerNorm or a BatchNorm1d after each hidden Linear, "
+        "before its activation" + _DEFAULT,
     )
     p.add_argument("--loss", choices=LOSSES, default=d["loss"], help=_DEFAULT[1:])
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help=_DEFAULT[1:])

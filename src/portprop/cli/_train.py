@@ -30,7 +30,7 @@ from portprop.datasets import Standardizer, train_test_split
 from portprop.distributed import Communicator
 from portprop.distributed import init as init_distributed
 from portprop.io import save
-from portprop.layers import Dropout, LayerNorm, Linear
+from portprop.layers import BatchNorm1d, Dropout, LayerNorm, Linear
 from portprop.module import Module, Parameter, Sequential
 from portprop.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from portprop.training import evaluate, fit
@@ -53,6 +53,8 @@ def _build_model(
         layers.append(Linear(n_in, width, **where))
         if norm == "layer":
             layers.append(LayerNorm(width, **where))
+        elif norm == "batch":
+            layers.append(BatchNorm1d(width, **where))
         layers.append(ACTIVATIONS[activation](**where))
         if dropout > 0:
             layers.append(Dropout(dropout, **where))

@@ -64,6 +64,14 @@ def _layer_spec(layer: Module, depth: int = 0) -> dict[str, Any]:
             elementwise_affine=layer.elementwise_affine,
             bias=layer.bias is not None,
         )
+    elif type(layer) is _layers.BatchNorm1d:
+        spec.update(
+            num_features=layer.num_features,
+            eps=layer.eps,
+            momentum=layer.momentum,
+            affine=layer.affine,
+            track_running_stats=layer.track_running_stats,
+        )
     elif type(layer) not in _BUILT_IN:
         spec["custom"] = True  # described by name only: load_into(), not load()
     return spec
@@ -89,6 +97,7 @@ _BUILT_IN: dict[type[Module], str] = {
     _layers.Softplus: "Softplus",
     _layers.LogSoftmax: "LogSoftmax",
     _layers.LayerNorm: "LayerNorm",
+    _layers.BatchNorm1d: "BatchNorm1d",
     Sequential: "Sequential",
 }
 
@@ -128,6 +137,8 @@ def _spec_problem(spec: Any, where: str, depth: int = 0) -> str | None:
                 return f"{where} ({kind}) needs {wanted} {key!r}, got {value!r:.80}"
         if kind == "LayerNorm":
             return _layer_norm_problem(spec, where)
+        if kind == "BatchNorm1d":
+            return _batch_norm_problem(spec, where)
     elif kind == "Sequential":
         children = spec.get("layers")
         if not isinstance(children, list) or not children:
@@ -144,6 +155,7 @@ _NUMBER_FIELDS: dict[str, tuple[tuple[str, bool], ...]] = {
     "ELU": (("alpha", False),),
     "Softplus": (("beta", True), ("threshold", False)),
     "LayerNorm": (("eps", True),),
+    "BatchNorm1d": (("eps", True),),
 }
 
 
@@ -155,6 +167,23 @@ def _layer_norm_problem(spec: dict[str, Any], where: str) -> str | None:
     for key in ("elementwise_affine", "bias"):
         if not isinstance(spec.get(key), bool):
             return f"{where} (LayerNorm) needs a boolean {key!r}, got {spec.get(key)!r:.80}"
+    return None
+
+
+def _batch_norm_problem(spec: dict[str, Any], where: str) -> str | None:
+    """Why ``spec`` (a BatchNorm1d with a valid ``eps``) cannot describe one, or ``None``."""
+    size = spec.get("num_features")
+    if not (_is_int(size) and spec["num_features"] >= 1):
+        return f"{where} (BatchNorm1d) needs a positive int 'num_features', got {size!r:.80}"
+    momentum = spec.get("momentum")
+    if momentum is not None and not (_is_finite_number(momentum) and 0 <= momentum <= 1):
+        return (
+            f"{where} (BatchNorm1d) needs 'momentum' a number in [0, 1] or null, "
+            f"got {momentum!r:.80}"
+        )
+    for key in ("affine", "track_running_stats"):
+        if not isinstance(spec.get(key), bool):
+            return f"{where} (BatchNorm1d) needs a boolean {key!r}, got {spec.get(key)!r:.80}"
     return None
 
 
@@ -186,6 +215,13 @@ def _expected_shapes(specs: list[Any], prefix: str = "") -> dict[str, tuple[int,
                 shapes[name + "weight"] = (spec["normalized_shape"],)
                 if spec["bias"]:
                     shapes[name + "bias"] = (spec["normalized_shape"],)
+        elif kind == "BatchNorm1d":
+            width = (spec["num_features"],)
+            if spec["affine"]:
+                shapes[name + "weight"] = shapes[name + "bias"] = width
+            if spec["track_running_stats"]:
+                shapes[name + "running_mean"] = shapes[name + "running_var"] = width
+                shapes[name + "num_batches_tracked"] = ()
         elif kind == "Sequential":
             shapes.update(_expected_shapes(spec["layers"], name))
         elif kind not in _REBUILDABLE:
@@ -235,6 +271,8 @@ def _widths(specs: list[dict[str, Any]]) -> tuple[tuple[int, int] | None, str | 
             shaped.append((i, kind, spec["in_features"], spec["out_features"]))
         elif kind == "LayerNorm":
             shaped.append((i, kind, spec["normalized_shape"], spec["normalized_shape"]))
+        elif kind == "BatchNorm1d":
+            shaped.append((i, kind, spec["num_features"], spec["num_features"]))
         elif kind == "Sequential":
             widths, problem = _widths(spec["layers"])
             if problem:
@@ -277,6 +315,16 @@ def _build_layer(spec: dict[str, Any], backend: Backend, dtype: Any) -> Module:
             spec["normalized_shape"],
             float(spec["eps"]),
             bias=spec["bias"],
+            backend=backend,
+            dtype=dtype,
+        )
+    if kind == "BatchNorm1d":
+        return _layers.BatchNorm1d(
+            spec["num_features"],
+            float(spec["eps"]),
+            None if spec["momentum"] is None else float(spec["momentum"]),
+            spec["affine"],
+            spec["track_running_stats"],
             backend=backend,
             dtype=dtype,
         )

@@ -239,7 +239,8 @@ def save(
         raise TypeError(msg)
     container, specs = _architecture(model)
     tensors: dict[str, Any] = {
-        _MODEL_PREFIX + name: model.backend.to_host(p.data) for name, p in model.named_parameters()
+        _MODEL_PREFIX + name: model.backend.to_host(value)
+        for name, value in model.state_dict().items()  # with the buffers (issue 12)
     }
     metadata = {
         _FORMAT_KEY: str(FORMAT_VERSION),
@@ -427,7 +428,7 @@ def _header_contents(reader: _Reader, path: PathLike) -> _Contents:
     for tensor in reader.tensors:
         name = tensor.name
         if name.startswith(_MODEL_PREFIX):
-            if tensor.dtype.kind != "f":
+            if tensor.dtype.kind != "f" and not _is_counter(name, tensor):
                 problem = f"parameter {_quoted(name)} has dtype {tensor.dtype}, not a float"
                 raise _bad(path, problem)
             shapes[name.removeprefix(_MODEL_PREFIX)] = tensor.shape
@@ -456,6 +457,13 @@ def _header_contents(reader: _Reader, path: PathLike) -> _Contents:
         extra=_loads(metadata, "extra", path),
         rng=rng,
     )
+
+
+def _is_counter(name: str, tensor: Any) -> bool:
+    """Whether the model's tensor ``name`` is an integer buffer (BatchNorm1d's
+    ``num_batches_tracked``, issue 12): a 0-d int64 array of that name."""
+    counter = name.removeprefix(_MODEL_PREFIX).rpartition(".")[2] == "num_batches_tracked"
+    return counter and tensor.dtype == np.dtype("<i8") and tuple(tensor.shape) == ()
 
 
 def _read_data(reader: _Reader, contents: _Contents, dtype: Any, path: PathLike) -> None:
@@ -706,10 +714,14 @@ def _shape_problems(
 
 
 def _on_host_as(params: Mapping[str, np.ndarray[Any, Any]], dtype: Any) -> dict[str, Any]:
-    """The parameters converted to ``dtype`` on the host, which every backend takes
-    (array-api-strict, for one, takes no float16 array)."""
+    """The parameters (and floating buffers) converted to ``dtype`` on the host, which
+    every backend takes (array-api-strict, for one, takes no float16 array); integer
+    buffers stay as they are."""
     host = np.dtype(dtype_name(dtype))
-    return {name: array.astype(host, copy=False) for name, array in params.items()}
+    return {
+        name: array.astype(host, copy=False) if array.dtype.kind == "f" else array
+        for name, array in params.items()
+    }
 
 
 def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoint:
@@ -745,7 +757,7 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
                 f"the checkpoint holds a {contents.container}, the model is a {container}"
             )
         problems.extend(_architecture_differences(contents.architecture, specs))
-        own = {name: p.shape for name, p in model.named_parameters()}
+        own = {name: tuple(value.shape) for name, value in model.state_dict().items()}
         problems.extend(_shape_problems(own, contents.shapes, "the model"))
         if optimizer is not None:
             problems.extend(_optimizer_problems(contents, optimizer))
@@ -762,6 +774,7 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
     # The model first: its load_state_dict converts every array before it assigns any,
     # and the arrays it replaces are kept, to be put back if the optimizer refuses.
     before = [(p, p.data, p.grad) for p in model.parameters()]
+    buffers_before = list(model.named_buffers())  # buffers (issue 12)
     try:
         model.load_state_dict(_on_host_as(contents.params, model.dtype))
     except (StateDictError, TypeError, ValueError) as exc:
@@ -776,6 +789,8 @@ def load_into(path: PathLike, model: Module, optimizer: Any = None) -> Checkpoin
         except BaseException as exc:
             for p, data, grad in before:
                 p.data, p.grad = data, grad
+            for name, value in buffers_before:
+                model._set_buffer(name, value)
             if not isinstance(exc, LookupError | TypeError | ValueError | ArithmeticError):
                 raise
             msg = (

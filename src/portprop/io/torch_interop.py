@@ -1,4 +1,5 @@
-"""Interoperability with torch: a model's parameters as a torch ``state_dict`` and back.
+"""Interoperability with torch: a model's parameters and buffers as a torch ``state_dict``
+and back.
 
 portprop names parameters as torch does (``"0.weight"``, ``"2.bias"``), so a model and
 an ``nn.Sequential`` of the same layers exchange state dicts.  The conversions go
@@ -18,11 +19,12 @@ __all__ = ["from_torch_state_dict", "to_torch_state_dict"]
 
 
 def to_torch_state_dict(model: Module) -> dict[str, Any]:
-    """The parameters as CPU torch tensors (copies), by torch name: load them into an
-    ``nn.Sequential`` of the same layers with ``load_state_dict``."""
+    """The parameters and buffers (:class:`~portprop.BatchNorm1d`'s running statistics)
+    as CPU torch tensors (copies), by torch name: load them into an ``nn.Sequential`` of
+    the same layers with ``load_state_dict``."""
     return {
-        name: asarray(p.data, backend="torch:cpu", copy=True)
-        for name, p in model.named_parameters()
+        name: asarray(value, backend="torch:cpu", copy=True)
+        for name, value in model.state_dict().items()
     }
 
 

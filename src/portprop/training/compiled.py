@@ -191,6 +191,8 @@ class CompiledStep:
         compiled, how = self.backend.compile(program, donate=(1,) if functional else ())
         if compiled is not None and self._n_out is None:
             compiled, how = None, "the model does not say how many outputs it gives"
+        if compiled is not None and functional and any(True for _ in model.named_buffers()):
+            compiled, how = None, "the program does not carry buffers (running statistics)"
         if compiled is None:
             if fallback == "raise":
                 msg = f"cannot compile a step on backend {self.backend.name!r}: {how}"

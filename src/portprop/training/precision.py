@@ -300,6 +300,11 @@ class MixedPrecision:
         work = self._current()
         xp = work.backend.xp
         out = work.forward(xp.astype(X, self._low))
+        if work.training:  # running statistics (BatchNorm1d) go back to the model
+            model = self.model
+            for name, value in work.named_buffers():
+                floating = xp.isdtype(value.dtype, "real floating")
+                model._set_buffer(name, xp.astype(value, model.dtype) if floating else value)
         return xp.astype(out, self.model.dtype)
 
     def backward(self, grad_output: Array) -> None:

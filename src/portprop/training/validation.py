@@ -102,6 +102,12 @@ def check_loss(loss: Any) -> None:
                 f"and backward methods, got {type(loss).__name__}"
             )
             raise TypeError(msg)
+    if getattr(loss, "reduction", None) == "none":
+        msg = (
+            "loss has reduction='none', but fit needs one scalar loss per batch: build it "
+            "with reduction='mean' or 'sum'"
+        )
+        raise ValueError(msg)
 
 
 def check_optimizer(optimizer: Any, model: Module) -> None:
