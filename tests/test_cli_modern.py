@@ -70,3 +70,42 @@ def test_batch_norm_trains_saves_and_evaluates_with_running_statistics(backend, 
     )
     assert status == 0, err
     assert table(out)["test"] == trained
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_precision_trains_float32_master_weights(backend, precision, tmp_path):
+    name = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    try:
+        backend.float_dtype(name)
+    except pp.DtypeUnsupportedError:
+        pytest.skip(f"{backend.name} has no {name}")
+    path = tmp_path / "m.safetensors"
+    status, _out, err = run(
+        "train", "--dataset", "disk", "--samples", "200", "--epochs", "3", "--hidden", "8",
+        "--precision", precision, "--backend", backend.name, "--save", str(path), "--verbose",
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"computing in {name}" in err
+    loaded = pp.load(path)
+    assert loaded.extra["training"]["precision"] == precision
+    assert {str(p.data.dtype).rsplit(".", 1)[-1] for p in loaded.model.parameters()} == {"float32"}
+    assert len(loaded.extra["history"]["loss_scale"]) == 3
+
+
+def test_precision_refused_where_the_backend_lacks_the_dtype(tmp_path):
+    path = tmp_path / "m.safetensors"
+    status, _out, err = run(
+        "train", "--dataset", "disk", "--precision", "bf16", "--backend", "numpy",
+        "--save", str(path),
+    )  # fmt: skip
+    assert status == 2
+    assert "bfloat16" in err
+    assert "float16" in err.replace("bfloat16", "")  # what NumPy has
+    assert len(err.strip().splitlines()) == 1
+    assert not path.exists()
+
+
+def test_precision_needs_float32_master_weights():
+    status, _, err = run("train", "--dataset", "disk", "--precision", "fp16", "--dtype", "float64")
+    assert status == 2
+    assert "--precision fp16 needs --dtype float32" in err

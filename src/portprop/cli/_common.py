@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "hidden": (128, 64),
     "activation": "relu",
     "norm": "none",
+    "precision": "fp32",
     "loss": "cross_entropy",
     "optimizer": "adam",
     "epochs": 40,
@@ -48,6 +49,9 @@ ACTIVATIONS: dict[str, type[Module]] = {
     "elu": ELU,
     "softplus": Softplus,
 }
+#: ``--precision``: the dtype the forward and backward passes compute in
+#: (:class:`portprop.MixedPrecision`), with the float32 parameters as master weights.
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 #: ``--norm``: a normalization layer between each hidden ``Linear`` and its activation.
 NORMS = ("none", "layer", "batch")
 LOSSES = ("cross_entropy", "mse", "bce")

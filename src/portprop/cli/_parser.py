@@ -21,6 +21,7 @@ from portprop.cli._common import (
     LOSSES,
     NORMS,
     OPTIMIZERS,
+    PRECISIONS,
     PROG,
 )
 from portprop.cli._evaluate import _evaluate
@@ -238,6 +239,14 @@ def _add_train(commands: Any) -> None:
     )
     _add_backend_option(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default=d["dtype"], help=_DEFAULT[1:])
+    p.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default=d["precision"],
+        help="bf16 or fp16: compute in bfloat16 or float16 with float32 master weights (fp16 "
+        "with dynamic loss scaling); needs --dtype float32 and a backend with that dtype"
+        + _DEFAULT,
+    )
     p.add_argument(
         "--seed",
         type=_int_at_least(0),

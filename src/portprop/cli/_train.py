@@ -17,6 +17,7 @@ from portprop.cli._common import (
     ACTIVATIONS,
     DEFAULT_LR,
     DEFAULT_MOMENTUM,
+    PRECISIONS,
     WRITTEN_BY,
     _boundary_path,
     _check_parent,
@@ -97,6 +98,14 @@ def _train_ranks(args: argparse.Namespace, out: TextIO, err: TextIO, comm: Commu
     name = comm.local_backend(args.backend) if comm.size > 1 else args.backend  # own GPU
     backend = get_backend(backend=name)
     dtype = backend.float_dtype(args.dtype)
+    if args.precision != "fp32":  # refused before any data is read
+        if args.dtype != "float32":
+            msg = f"--precision {args.precision} needs --dtype float32 (the master weights)"
+            raise _UserError(msg)
+        if comm.size > 1:
+            msg = f"--precision {args.precision} cannot be combined with data-parallel training"
+            raise _UserError(msg)
+        backend.float_dtype(PRECISIONS[args.precision])  # DtypeUnsupportedError
     _check_parent(args.save, "--save")
     _check_parent(args.plot, "--plot")
     if args.plot:
@@ -151,6 +160,7 @@ def _train_ranks(args: argparse.Namespace, out: TextIO, err: TextIO, comm: Commu
         f"({args.activation}{f', {args.norm} norm' if args.norm != 'none' else ''}"
         f"{f', dropout {args.dropout:g}' if args.dropout else ''}), "
         f"loss {args.loss}, {type(optimizer).__name__} lr {optimizer.lr:g}; {_where(model)}"
+        + (f", computing in {PRECISIONS[args.precision]}" if args.precision != "fp32" else "")
     )
     if comm.size > 1:  # distributed training (issue 10)
         note(f"data-parallel: {comm.size} processes ({comm.engine}), global batches")
@@ -169,6 +179,7 @@ def _train_ranks(args: argparse.Namespace, out: TextIO, err: TextIO, comm: Commu
         metrics=task.metrics,
         verbose=0 if args.quiet else 2 if args.verbose else 1,
         comm=comm if comm.size > 1 else None,  # distributed training (issue 10)
+        precision=args.precision,
     )
     results = {k: evaluate(model, loss, X, t, metrics=task.metrics) for k, (X, t) in scaled.items()}
     epochs = len(history.epoch)
@@ -194,6 +205,7 @@ def _train_ranks(args: argparse.Namespace, out: TextIO, err: TextIO, comm: Commu
                 "hidden": list(args.hidden),
                 "activation": args.activation,
                 "norm": args.norm,
+                "precision": args.precision,
                 "dropout": args.dropout,
                 "optimizer": args.optimizer,
                 "lr": optimizer.lr,
