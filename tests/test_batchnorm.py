@@ -369,3 +369,33 @@ def test_fit_refuses_a_loss_without_reduction() -> None:
                verbose=0)  # fmt: skip
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(to_numpy(v), before[k])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        (
+            "model.1.num_batches_tracked",
+            np.array(-3, dtype=np.int64),
+            "holds -3; expected a count >= 0",
+        ),
+        ("model.1.running_var", np.array([1.0, -0.5], dtype=np.float32), "negative variance"),
+    ],
+)
+def test_checkpoint_refuses_impossible_running_statistics(
+    tmp_path: Path, key: str, value: Any, words: str
+) -> None:
+    model = pp.Sequential(pp.Linear(2, 2), pp.BatchNorm1d(2))
+    path = tmp_path / "bn.safetensors"
+    pp.save(path, model)
+    tensors, metadata = pp.io.safetensors.read_safetensors(path)
+    tensors[key] = value
+    pp.io.safetensors.write_safetensors(path, tensors, metadata)
+    with pytest.raises(pp.CheckpointError, match=words):
+        pp.load(path)
+    target = pp.Sequential(pp.Linear(2, 2), pp.BatchNorm1d(2))
+    before = {k: to_numpy(v).copy() for k, v in target.state_dict().items()}
+    with pytest.raises(pp.CheckpointError, match=words):
+        pp.load_into(path, target)
+    for k, v in target.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(v), before[k])

@@ -484,9 +484,24 @@ def _read_data(reader: _Reader, contents: _Contents, dtype: Any, path: PathLike)
         for name, array in arrays.items()
         if name.startswith(_MODEL_PREFIX)
     }
+    for name, array in contents.params.items():
+        problem = _buffer_problem(name, array)
+        if problem is not None:
+            raise _bad(path, f"{problem}: the file is corrupt")
     if contents.optimizer is not None:
         for i, key, tensor in contents.optimizer_tensors:
             contents.optimizer["state"][i][key] = arrays[tensor]
+
+
+def _buffer_problem(name: str, array: Any) -> str | None:
+    """What is wrong with the value of a buffer that no finite-value check covers (a
+    negative batch count or running variance of BatchNorm1d), or ``None``."""
+    kind = name.rpartition(".")[2]
+    if kind == "num_batches_tracked" and int(array) < 0:
+        return f"tensor {_quoted(name)} holds {int(array)}; expected a count >= 0"
+    if kind == "running_var" and bool(np.any(np.asarray(array) < 0)):
+        return f"tensor {_quoted(name)} holds a negative variance; expected values >= 0"
+    return None
 
 
 def _check_range(values: Mapping[str, _Values], dtype: Any, path: PathLike) -> None:
