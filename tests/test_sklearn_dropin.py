@@ -83,7 +83,7 @@ def test_every_sklearn_parameter_with_its_default(Ours, Theirs):
     assert set(theirs) <= set(ours)
     for name, default in theirs.items():
         assert ours[name] == default, name
-    assert set(ours) - set(theirs) == {"backend", "device", "dtype"}
+    assert set(ours) - set(theirs) == {"backend", "device", "dtype", "comm"}
     # the same positional parameters, in the same order
     positional = [
         p.name

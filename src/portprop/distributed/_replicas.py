@@ -191,6 +191,23 @@ class Replicas:
         self._launch()
         return out, value, self._finish()
 
+    # the scikit-learn estimators (issue 10): gradients already divided by the global count
+    def sum_gradients(self, value: Array | None) -> Array:
+        """Sum every parameter's ``grad`` (``None``: zeros) and the 0-d ``value``
+        (``None``: 0) over the ranks, unscaled, in one reduction; the gradients land in
+        every ``p.grad``.  For losses that divide by the global count themselves (the
+        scikit-learn estimators' weighted means).  Returns the summed value (0-d)."""
+        xp = self.xp
+        if value is None:
+            dtype = self.params[0].data.dtype if self.params else self.backend.float_dtype()
+            value = xp.zeros((), dtype=dtype, device=self.backend.device)
+        self._scale = 1.0
+        self._loss = xp.reshape(value, (1,))
+        self._pending, self._pending_bytes = list(self.params), 0
+        self._started, self._works = [], []
+        self._launch()
+        return self._finish()
+
     def layer_done(self, index: int) -> None:
         """The hook: layer ``index``'s gradients are final; start a bucket when full."""
         for p in self.by_layer[index]:

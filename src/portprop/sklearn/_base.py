@@ -14,17 +14,19 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, is_classifier
+from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from portprop.backend import Backend, dtype_name, get_backend, resolve
+from portprop.distributed import Communicator
 from portprop.errors import BackendUnavailableError
 from portprop.layers import Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from portprop.module import Module, Sequential
 from portprop.optim import Optimizer
+from portprop.sklearn._distributed import _Ranks, resolve_comm, shared_random_state
 from portprop.sklearn._inputs import (
     _device_backend,
     _host_input,
@@ -125,6 +127,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         "backend": [None, str, Backend],
         "device": "no_validation",
         "dtype": "no_validation",
+        "comm": [None, StrOptions({"auto"}), Communicator],
     }
 
     # set by fit; declared for the type checker
@@ -171,6 +174,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         backend: Backend | str | None,
         device: Any,
         dtype: Any,
+        comm: Communicator | str | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -198,6 +202,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         self.backend = backend
         self.device = device
         self.dtype = dtype
+        self.comm = comm
 
     # ---- hooks of the two estimators ---------------------------------------------------
 
@@ -307,13 +312,17 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
 
     # ---- building ----------------------------------------------------------------------
 
-    def _resolve_backend(self, X: Any) -> tuple[Backend, Any]:
+    def _resolve_backend(self, X: Any, comm: Communicator | None = None) -> tuple[Backend, Any]:
         """The backend (the parameter, else where ``X`` lives, else the current one) and
-        the dtype: ``dtype=``, else ``X``'s floating dtype, else float64."""
+        the dtype: ``dtype=``, else ``X``'s floating dtype, else float64.  With ``comm``,
+        a GPU backend's name is bound to this rank's GPU (``"torch:cuda"`` becomes
+        ``"torch:cuda:<local_rank>"``)."""
         backend = self.backend
         if backend is None:
             found = _device_backend(X)
             backend = found if found is not None else get_backend()
+        if comm is not None and isinstance(backend, str):
+            backend = comm.local_backend(backend) or backend
         dtype = self.dtype
         if dtype is None:
             name = dtype_name(X.dtype)
@@ -405,10 +414,11 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         n_samples = X.shape[0]
         w_host = check_sample_weight(sample_weight, n_samples)
         Y = self._encode_targets(y, first=first, incremental=incremental)
-        random_state = check_random_state(self.random_state)
+        comm = resolve_comm(self.comm)
+        random_state = check_random_state(shared_random_state(comm, self.random_state))
         if first:
             self._spec = self._spec_of_params()
-            backend, dtype = self._resolve_backend(X)
+            backend, dtype = self._resolve_backend(X, comm)
             units = [X.shape[1], *hidden, Y.shape[1]]
             self._build(units, backend, dtype)
             self._initial_weights(random_state)
@@ -436,9 +446,13 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
             if self.solver != "lbfgs" and not hasattr(self, "loss_curve_"):
                 self._reset_bookkeeping()  # a stochastic solver after lbfgs
         net = self._net
+        ranks = None
+        if comm is not None:  # the ranks agree, then take rank 0's parameters
+            facts = self._rank_facts(X, Y, w_host, incremental=incremental)
+            ranks = _Ranks(comm, net, facts)
         data = self._device_data(X, Y, w_host)
         if self.solver == "lbfgs":
-            run_lbfgs(self, net, data)
+            run_lbfgs(self, net, data, ranks)
         else:
             validation = None
             if self.early_stopping:
@@ -454,8 +468,24 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
                 validation,
                 incremental=incremental,
                 random_state=random_state,
+                ranks=ranks,
             )
         self._require_finite_parameters()
+
+    def _rank_facts(self, X: Any, Y: Any, w_host: Any, *, incremental: bool) -> dict[str, object]:
+        """What every rank of a ``comm=`` fit must share, beside the model."""
+        seed = self.random_state
+        return {
+            "estimator": type(self).__name__,
+            "call": "partial_fit" if incremental else "fit",
+            "solver": self.solver,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "random_state": seed if seed is None or isinstance(seed, Integral) else "an object",
+            "X shape": tuple(X.shape),
+            "y outputs": tuple(Y.shape)[1:],
+            "sample_weight total": None if w_host is None else float(np.sum(w_host)),
+        }
 
     def _reset_bookkeeping(self) -> None:
         self._no_improvement_count = 0
@@ -625,10 +655,26 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
                 np.ascontiguousarray(host.T if weights else host), copy=True
             )
 
+    # ---- a communicator parameter (comm=): kept, never copied -----------------------------
+
+    def __sklearn_clone__(self) -> _BaseMLP:
+        """scikit-learn's clone, except that a :class:`~portprop.distributed.Communicator`
+        (a live process group, which cannot be deep-copied) is shared by the clone."""
+        comm = self.comm
+        if not isinstance(comm, Communicator):
+            return super().__sklearn_clone__()  # type: ignore[no-any-return]
+        params = self.get_params(deep=False)
+        params["comm"] = None
+        new = clone(type(self)(**params))
+        new.comm = comm
+        return new  # type: ignore[no-any-return]
+
     # ---- pickling --------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
+        if isinstance(state.get("comm"), Communicator):  # a live process group: not kept
+            state["comm"] = None
         if isinstance(state.get("backend"), Backend):  # it holds a module: keep its name
             state["backend"] = state["backend"].name
         model = state.pop("model_", None)
@@ -646,6 +692,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("comm", None)  # pickled before comm= existed
         host = state.pop("_host_model", None)
         super().__setstate__(state)
         if host is None:

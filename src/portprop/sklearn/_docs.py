@@ -63,6 +63,13 @@ _PARAMETERS = """
         (float32 where the device has no float64).  portprop's own default of float32
         does not apply here: scikit-learn's users expect its precision (its tests
         compare at 1e-7), and float32 is one argument away.
+    comm : Communicator or "auto", optional
+        Train data-parallel over the ranks of a
+        :class:`~portprop.distributed.Communicator`: every rank passes the whole ``X``
+        and ``y`` and gets the same fitted estimator (the one process's, up to the
+        order of the sums).  ``"auto"``: :func:`portprop.distributed.init` under a
+        launcher (``torchrun``, ``mpirun``), one process without.  ``verbose`` prints
+        on rank 0 only.  ``clone`` shares the communicator; pickling drops it.
 """
 
 _ATTRIBUTES = """

@@ -1,6 +1,6 @@
 """The public estimators, :class:`MLPClassifier` and :class:`MLPRegressor`: their
 constructors (scikit-learn's parameters and defaults, then portprop's ``backend``,
-``device`` and ``dtype``), targets, losses, scores and predictions, and their
+``device``, ``dtype`` and ``comm``), targets, losses, scores and predictions, and their
 docstrings (``_docs``).
 """
 
@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from portprop.backend import Backend
+from portprop.distributed import Communicator
 from portprop.sklearn._base import _BaseMLP
 from portprop.sklearn._docs import CLASSIFIER_DOC, REGRESSOR_DOC
 from portprop.sklearn._inputs import _device_backend, _to_host
@@ -104,6 +105,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         backend: Backend | str | None = None,
         device: Any = None,
         dtype: Any = None,
+        comm: Communicator | str | None = None,
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -132,6 +134,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
             backend=backend,
             device=device,
             dtype=dtype,
+            comm=comm,
         )
 
     # ---- targets ---------------------------------------------------------------------
@@ -418,6 +421,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
         backend: Backend | str | None = None,
         device: Any = None,
         dtype: Any = None,
+        comm: Communicator | str | None = None,
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -446,6 +450,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
             backend=backend,
             device=device,
             dtype=dtype,
+            comm=comm,
         )
         self.loss = loss
 

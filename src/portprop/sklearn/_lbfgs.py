@@ -20,7 +20,7 @@ output, and portprop minimizes the sum (the objective of scikit-learn's gradient
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.optimize  # type: ignore[import-untyped]
@@ -28,6 +28,9 @@ from sklearn.utils.optimize import _check_optimize_result
 
 from portprop.sklearn._network import _Network
 from portprop.sklearn._stochastic import NON_FINITE, _Data
+
+if TYPE_CHECKING:
+    from portprop.sklearn._distributed import _Ranks
 
 Array = Any
 
@@ -65,20 +68,26 @@ class _Flat:
             p.data = backend.asarray(host, dtype=dtype, copy=True)
 
 
-def objective(net: _Network, flat: _Flat, data: _Data) -> Any:
+def objective(net: _Network, flat: _Flat, data: _Data, ranks: _Ranks | None = None) -> Any:
     """``theta -> (loss, gradient)`` for SciPy, and the reported loss of the last call
-    (a dict ``{"theta", "loss"}``)."""
-    total_weight = float(data.n if data.w_host is None else data.w_host.sum())
+    (a dict ``{"theta", "loss"}``).  With ``ranks`` (``comm=``), each rank takes its
+    contiguous share of the rows and the sums over the ranks are returned, the same on
+    every rank."""
+    total_weight = data.weight(slice(0, data.n))
+    lo, hi = (0, data.n) if ranks is None else ranks.part(0, data.n)
     last: dict[str, Any] = {}
 
     def fun(theta: Any) -> tuple[float, Any]:
         flat.set(theta)
         net.model.zero_grad()
-        data_loss: Any = 0.0
+        data_loss: Any = None
         with net.backend.quiet():
-            for start in range(0, data.n, CHUNK):
-                X, Y, w, _ = data.rows(net, slice(start, min(start + CHUNK, data.n)))
-                data_loss = data_loss + net.add_loss_gradients(X, Y, w, total_weight)
+            for start in range(lo, hi, CHUNK):
+                X, Y, w, _ = data.rows(net, slice(start, min(start + CHUNK, hi)))
+                part = net.add_loss_gradients(X, Y, w, total_weight)
+                data_loss = part if data_loss is None else data_loss + part
+            if ranks is not None:
+                data_loss = ranks.sum(data_loss)
             penalty = net.add_penalty(total_weight)
             value, reported = float(data_loss), float(penalty)
         reported += value * net.loss.report_scale
@@ -88,11 +97,11 @@ def objective(net: _Network, flat: _Flat, data: _Data) -> Any:
     return fun, last
 
 
-def run_lbfgs(est: Any, net: _Network, data: _Data) -> None:
+def run_lbfgs(est: Any, net: _Network, data: _Data, ranks: _Ranks | None = None) -> None:
     """Minimize over every parameter; sets ``n_iter_`` and ``loss_`` as scikit-learn does
     (with its ``ConvergenceWarning`` when L-BFGS stops before converging)."""
     flat = _Flat(net)
-    fun, last = objective(net, flat, data)
+    fun, last = objective(net, flat, data, ranks)
     result = scipy.optimize.minimize(
         fun,
         flat.get(),

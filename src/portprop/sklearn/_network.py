@@ -20,6 +20,7 @@ densified on its way to the device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from portprop import functional as F
@@ -125,9 +126,23 @@ class _Network:
                 W.grad = backend.add_scaled(W.grad, scale, W.data)
         return squares * (0.5 * scale)
 
-    def step_loss(self, X: Array, Y: Array, w: Array | None, total_weight: float) -> Array:
+    def step_loss(
+        self,
+        X: Array | None,
+        Y: Array | None,
+        w: Array | None,
+        total_weight: float,
+        reduce: Callable[[Array | None], Array] | None = None,
+    ) -> Array:
         """The gradients of one step (zeroed first) and the batch's loss as scikit-learn
-        reports it (the data term times ``report_scale``, plus the penalty)."""
+        reports it (the data term times ``report_scale``, plus the penalty).
+
+        With ``reduce`` (``comm=``), the data term's loss and gradients of this rank's
+        rows (``X`` ``None``: none) are summed over the ranks by ``reduce`` before the
+        penalty is added, once."""
         self.model.zero_grad()
-        value = self.add_loss_gradients(X, Y, w, total_weight)
+        value = None if X is None else self.add_loss_gradients(X, Y, w, total_weight)
+        if reduce is not None:
+            value = reduce(value)
+        assert value is not None
         return value * self.loss.report_scale + self.add_penalty(total_weight)

@@ -26,6 +26,7 @@ from portprop.sklearn._network import _is_sparse, _Network, _row_slice
 
 if TYPE_CHECKING:
     from portprop.sklearn._base import _BaseMLP
+    from portprop.sklearn._distributed import _Ranks
 
 Array = Any
 
@@ -63,8 +64,34 @@ class _Data:
                 X = self.X[index] if _is_sparse(self.X) else take(self.X, device_index, axis=0)
                 Y = take(self.Y, device_index, axis=0)
                 w = None if self.w is None else take(self.w, device_index, axis=0)
-        count = float(self.w_host[index].sum()) if self.w_host is not None else float(Y.shape[0])
-        return net.as_batch(X), Y, w, count
+        return net.as_batch(X), Y, w, self.weight(index)
+
+    def weight(self, index: Any) -> float:
+        """The total weight of the rows of ``index`` (their number without weights)."""
+        if self.w_host is not None:
+            return float(self.w_host[index].sum())
+        if isinstance(index, slice):
+            return float(len(range(*index.indices(self.n))))
+        return float(len(index))
+
+    def batch(
+        self, net: _Network, ranks: _Ranks | None, order: Any, start: int, stop: int
+    ) -> tuple[Any, Array | None, Array | None, float]:
+        """This rank's rows of the global batch ``[start, stop)`` of ``order`` (``None``:
+        the rows in order), ``X`` ``None`` when it has none, and the global batch's
+        total weight (the whole batch without ``ranks``)."""
+
+        def index(lo: int, hi: int) -> Any:
+            return slice(lo, hi) if order is None else order[lo:hi]
+
+        if ranks is None:
+            return self.rows(net, index(start, stop))
+        lo, hi = ranks.part(start, stop)
+        weight = self.weight(index(start, stop))
+        if lo == hi:
+            return None, None, None, weight
+        X, Y, w, _ = self.rows(net, index(lo, hi))
+        return X, Y, w, weight
 
 
 def _say(line: str) -> None:
@@ -93,14 +120,18 @@ def run_epochs(
     *,
     incremental: bool,
     random_state: np.random.RandomState,
+    ranks: _Ranks | None = None,
 ) -> None:
     """Train for up to ``max_iter`` epochs (one with ``incremental``), updating the
-    estimator's bookkeeping after each."""
+    estimator's bookkeeping after each; with ``ranks`` (``comm=``), data-parallel
+    (see :mod:`portprop.sklearn._distributed`), printing on rank 0 only."""
     n = train.n
     batch_size = _batch_size(est, n)
     order = np.arange(n)
     est.n_iter_ = 0
     backend = net.backend
+    verbose = bool(est.verbose) and (ranks is None or ranks.talks)
+    reduce = None if ranks is None else ranks.sum
     try:
         for _ in range(est.max_iter):
             if est.shuffle:
@@ -108,10 +139,11 @@ def run_epochs(
             total: Any = 0.0
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                index = order[start:stop] if est.shuffle else slice(start, stop)
-                X, Y, w, weight = train.rows(net, index)
+                X, Y, w, weight = train.batch(
+                    net, ranks, order if est.shuffle else None, start, stop
+                )
                 with backend.quiet():
-                    value = net.step_loss(X, Y, w, weight)
+                    value = net.step_loss(X, Y, w, weight, reduce)
                     for optimizer in optimizers:
                         optimizer.step()
                     total = total + value * (stop - start)
@@ -124,13 +156,13 @@ def run_epochs(
             est.t_ += n
             est.loss_ = loss
             est.loss_curve_.append(loss)
-            if est.verbose:
+            if verbose:
                 _say(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
-            _update_no_improvement_count(est, net, validation)
+            _update_no_improvement_count(est, net, validation, verbose=verbose)
             if est.learning_rate == "invscaling" and est.solver == "sgd":
                 optimizers[0].lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
             if est._no_improvement_count > est.n_iter_no_change:
-                if _stops(est, optimizers[0]):
+                if _stops(est, optimizers[0], verbose=verbose):
                     break
                 est._no_improvement_count = 0
             if incremental:
@@ -150,7 +182,7 @@ def run_epochs(
 
 
 def _update_no_improvement_count(
-    est: _BaseMLP, net: _Network, validation: tuple[Any, Any, Any] | None
+    est: _BaseMLP, net: _Network, validation: tuple[Any, Any, Any] | None, *, verbose: bool
 ) -> None:
     """scikit-learn's rule: an epoch improves when the loss falls (or the validation
     score rises) by more than ``tol`` against the best so far."""
@@ -158,7 +190,7 @@ def _update_no_improvement_count(
         score = est._score_on(*validation)
         assert est.validation_scores_ is not None
         est.validation_scores_.append(score)
-        if est.verbose:
+        if verbose:
             _say(f"Validation score: {score:f}")
         assert est.best_validation_score_ is not None
         if score < est.best_validation_score_ + est.tol:
@@ -178,7 +210,7 @@ def _update_no_improvement_count(
     est.best_loss_ = min(est.best_loss_, loss)
 
 
-def _stops(est: _BaseMLP, optimizer: Optimizer) -> bool:
+def _stops(est: _BaseMLP, optimizer: Optimizer, *, verbose: bool) -> bool:
     """After ``n_iter_no_change`` epochs without improvement: stop, or, with
     ``learning_rate="adaptive"`` (``sgd``), divide the learning rate by 5 until it is
     at most 1e-6."""
@@ -188,15 +220,15 @@ def _stops(est: _BaseMLP, optimizer: Optimizer) -> bool:
         "consecutive epochs."
     )
     if est.solver != "sgd" or est.learning_rate != "adaptive":
-        if est.verbose:
+        if verbose:
             _say(msg + " Stopping.")
         return True
     if optimizer.lr <= 1e-6:
-        if est.verbose:
+        if verbose:
             _say(msg + " Learning rate too small. Stopping.")
         return True
     optimizer.lr /= 5.0
-    if est.verbose:
+    if verbose:
         _say(msg + f" Setting learning rate to {optimizer.lr:f}")
     return False
 
