@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import _sklearn_distributed_worker as worker
 import numpy as np
 import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+import _sklearn_distributed_worker as worker
 import test_distributed as launcher
 from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
