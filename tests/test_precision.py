@@ -308,6 +308,7 @@ def _accuracy(backend: pp.Backend, precision: str, data: str) -> float:
         X, y = pp.datasets.make_disk(1000, seed=1, backend="numpy")
         hidden, epochs, batch, lr = 25, 20, 50, 0.01
     else:
+        pytest.importorskip("sklearn", reason="load_digits reads scikit-learn's bundled digits")
         X, y = pp.datasets.load_digits(backend="numpy")
         hidden, epochs, batch, lr = 32, 8, 64, 0.01
     Xtr, Xte, ytr, yte = pp.datasets.train_test_split(X, y, test_size=0.25, seed=2)
