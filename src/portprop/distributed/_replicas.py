@@ -182,8 +182,7 @@ class Replicas:
             self._loss = xp.reshape(self._scaled(value), (1,))
             model.backward(loss.backward(), input_grad=False)  # calls layer_done
         else:  # the same buckets as the other ranks, of zeros
-            dtype = self.params[0].data.dtype if self.params else self.backend.float_dtype()
-            self._loss = xp.zeros((1,), dtype=dtype, device=self.backend.device)
+            self._loss = xp.reshape(self._zero(), (1,))
             for i in range(len(self.by_layer) - 1, -1, -1):
                 self.layer_done(i)
         started = {id(p) for p in self._started} | {id(p) for p in self._pending}
@@ -197,16 +196,17 @@ class Replicas:
         (``None``: 0) over the ranks, unscaled, in one reduction; the gradients land in
         every ``p.grad``.  For losses that divide by the global count themselves (the
         scikit-learn estimators' weighted means).  Returns the summed value (0-d)."""
-        xp = self.xp
-        if value is None:
-            dtype = self.params[0].data.dtype if self.params else self.backend.float_dtype()
-            value = xp.zeros((), dtype=dtype, device=self.backend.device)
         self._scale = 1.0
-        self._loss = xp.reshape(value, (1,))
+        self._loss = self.xp.reshape(self._zero() if value is None else value, (1,))
         self._pending, self._pending_bytes = list(self.params), 0
         self._started, self._works = [], []
         self._launch()
         return self._finish()
+
+    def _zero(self) -> Array:
+        """A 0-d zero loss in the parameters' dtype, for a rank without samples."""
+        dtype = self.params[0].data.dtype if self.params else self.backend.float_dtype()
+        return self.xp.zeros((), dtype=dtype, device=self.backend.device)
 
     def layer_done(self, index: int) -> None:
         """The hook: layer ``index``'s gradients are final; start a bucket when full."""
